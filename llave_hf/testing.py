@@ -1,0 +1,198 @@
+"""Tiny random LLaVE models of every supported backbone family, built offline.
+
+Tests, the demo and the CPU preset use these: hidden size 64, 2 layers, 32x32 images, and a byte-level BPE
+tokenizer trained on the spot with `tokenizers`, carrying the Qwen special tokens. Nothing touches the network.
+"""
+
+from functools import lru_cache
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoConfig,
+    CLIPVisionConfig,
+    LlavaConfig,
+    LlavaOnevisionConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    SiglipVisionConfig,
+)
+from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from .modeling.configuration_llave import LlaveEmbeddingConfig
+from .modeling.modeling_llave import LlaveEmbeddingModel
+from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, LlaveProcessor, LlaveTextProcessor
+
+
+FAMILIES = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "llava", "qwen2")
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<image>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<video>",
+]
+IMAGE_SIZE = 32
+HIDDEN_SIZE = 64
+_CORPUS = [
+    LLAVE_PROMPT_TEMPLATE,
+    "Represent the given image for classification. Represent the given image with the following question:",
+    "Find me an everyday image that matches the given caption. Find an image caption describing the given image.",
+    "a photo of a dog cat bird car tree house red green blue yellow smiling face with heart eyes flag of france",
+    "the quick brown fox jumps over the lazy dog 0 1 2 3 4 5 6 7 8 9 , . ? ! : ; ' \" ( ) - emoji",
+]
+
+
+@lru_cache(maxsize=None)
+def _tokenizer_json(vocab_size: int) -> str:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return tokenizer.to_str()
+
+
+def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the Qwen special tokens, trained offline (deterministic)."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json(vocab_size)),
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        padding_side="right",  # saved only when given to the constructor
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def _text_config(tokenizer, **overrides) -> Qwen2Config:
+    values = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    values.update(overrides)
+    return Qwen2Config(**values)
+
+
+def _siglip_vision_config() -> SiglipVisionConfig:
+    return SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=IMAGE_SIZE, patch_size=8, vision_use_head=False,
+    )  # fmt: skip
+
+
+def tiny_backbone_config(family: str, tokenizer, **text_overrides):
+    """Config of a tiny random backbone of `family` (one of `FAMILIES`)."""
+    token_id = tokenizer.convert_tokens_to_ids
+    if family == "qwen2":
+        return _text_config(tokenizer, **text_overrides)
+    if family == "llava_onevision":
+        return LlavaOnevisionConfig(
+            vision_config=_siglip_vision_config(),
+            text_config=_text_config(tokenizer, **text_overrides),
+            image_token_index=token_id("<image>"),
+            video_token_index=token_id("<video>"),
+            image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="full",
+            vision_aspect_ratio="anyres_max_9",
+        )
+    if family == "llava":
+        return LlavaConfig(
+            vision_config=CLIPVisionConfig(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                image_size=IMAGE_SIZE, patch_size=8, projection_dim=32,
+            ),  # fmt: skip
+            text_config=_text_config(tokenizer, **text_overrides),
+            image_token_index=token_id("<image>"),
+            vision_feature_layer=-2,
+            vision_feature_select_strategy="default",
+        )
+    if family in ("qwen2_vl", "qwen2_5_vl"):
+        text = _text_config(tokenizer, **text_overrides).to_dict()
+        text.update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+        vision = dict(depth=2, num_heads=2, patch_size=4, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+        if family == "qwen2_vl":
+            vision.update(embed_dim=32, hidden_size=HIDDEN_SIZE, mlp_ratio=2)
+        else:
+            vision.update(
+                hidden_size=32, out_hidden_size=HIDDEN_SIZE, intermediate_size=64, window_size=16,
+                fullatt_block_indexes=[1],
+            )  # fmt: skip
+        return AutoConfig.for_model(
+            family,
+            text_config={**text, "model_type": f"{family}_text"},
+            vision_config=vision,
+            image_token_id=token_id("<|image_pad|>"),
+            video_token_id=token_id("<|video_pad|>"),
+            vision_start_token_id=token_id("<|vision_start|>"),
+            vision_end_token_id=token_id("<|vision_end|>"),
+        )
+    raise ValueError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
+
+
+def tiny_processor(family: str, tokenizer=None, max_length: int = 512) -> LlaveProcessor:
+    """An offline `LlaveProcessor` matching `tiny_backbone_config(family)`."""
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
+    common = dict(tokenizer=tokenizer, max_length=max_length)
+    if family == "qwen2":
+        return LlaveTextProcessor(**common)
+    if family == "llava_onevision":
+        image_processor = LlavaOnevisionImageProcessorPil(
+            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+            image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
+            image_mean=[0.5, 0.5, 0.5],  # SigLIP normalisation, as LLaVE
+            image_std=[0.5, 0.5, 0.5],
+        )
+        return LlaveProcessor(
+            image_processor, backbone_type="llava_onevision", num_image_tokens=(IMAGE_SIZE // 8) ** 2, **common
+        )
+    if family == "llava":
+        image_processor = LlavaImageProcessorPil(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        )
+        return LlaveProcessor(image_processor, backbone_type="llava", num_image_tokens=(IMAGE_SIZE // 8) ** 2, **common)
+    if family in ("qwen2_vl", "qwen2_5_vl"):
+        image_processor = Qwen2VLImageProcessorPil(
+            min_pixels=16 * 16, max_pixels=64 * 64, patch_size=4, merge_size=2, temporal_patch_size=2
+        )
+        return LlaveProcessor(
+            image_processor,
+            backbone_type="qwen2_vl",
+            image_token="<|image_pad|>",
+            image_start_token="<|vision_start|>",
+            image_end_token="<|vision_end|>",
+            **common,
+        )
+    raise ValueError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
+
+
+def tiny_model_and_processor(family: str = "llava_onevision", seed: int = 0, **config_overrides):
+    """A tiny random `LlaveEmbeddingModel` of `family` (float32, eval mode) and its processor.
+
+    `config_overrides` go to the language model's config (e.g. `attention_dropout=0.1` for RNG tests).
+    """
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = LlaveEmbeddingConfig(backbone_config=tiny_backbone_config(family, tokenizer, **config_overrides))
+    model = LlaveEmbeddingModel(config).eval()
+    processor = tiny_processor(family, tokenizer)
+    model.processor = processor
+    return model, processor

@@ -1,0 +1,63 @@
+# Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of LLaVE embedding models.
+
+This file travels inside every checkpoint (``trust_remote_code``): it imports only torch, transformers and its
+sibling files.
+"""
+
+from typing import Literal
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+SUPPORTED_BACKBONES = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "llava", "qwen2")
+
+
+class LlaveEmbeddingConfig(PretrainedConfig):
+    r"""
+    Configuration of [`LlaveEmbeddingModel`]: a multimodal (or text-only) backbone whose last token's final hidden
+    state, L2-normalised, is the embedding (LLaVE, Lan et al., Findings of EMNLP 2025, arXiv 2503.04812).
+
+    Args:
+        backbone_config (`dict` or `PretrainedConfig`, *optional*):
+            Config of the backbone, built with `AutoModel.from_config`. One of the model types in
+            `SUPPORTED_BACKBONES`: LLaVA-OneVision (the released LLaVE models), Qwen2-VL, Qwen2.5-VL, LLaVA, or a
+            text-only Qwen2 language model. Defaults to a default Qwen2 config.
+        pooling (`str`, *optional*, defaults to `"last"`):
+            `"last"`: the final hidden state of the last non-padding token (LLaVE). `"mean"`: the mean over all
+            non-padding tokens.
+        normalize (`bool`, *optional*, defaults to `True`):
+            L2-normalise the embeddings, so that cosine similarity is a dot product.
+
+    Example:
+
+    ```python
+    >>> from transformers import Qwen2Config
+    >>> from llave_hf import LlaveEmbeddingConfig, LlaveEmbeddingModel
+
+    >>> config = LlaveEmbeddingConfig(backbone_config=Qwen2Config(hidden_size=64, num_hidden_layers=2))
+    >>> model = LlaveEmbeddingModel(config)
+    ```"""
+
+    model_type = "llave"
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2")}
+
+    backbone_config: dict | PretrainedConfig | None = None
+    pooling: Literal["last", "mean"] = "last"
+    normalize: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.backbone_config.model_type not in SUPPORTED_BACKBONES:
+            raise ValueError(
+                f"Unsupported backbone model_type {self.backbone_config.model_type!r}; "
+                f"expected one of {', '.join(SUPPORTED_BACKBONES)}."
+            )
+        if self.pooling not in ("last", "mean"):
+            raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}.")
+
+    @property
+    def hidden_size(self) -> int:
+        """Dimension of the embeddings: the language model's hidden size."""
+        return self.backbone_config.get_text_config().hidden_size

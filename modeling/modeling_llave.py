@@ -1,0 +1,278 @@
+# Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
+"""LLaVE embedding model: a large multimodal model whose last token's final hidden state is the embedding.
+
+Lan et al., "LLaVE: Large Language and Vision Embedding Models with Hardness-Weighted Contrastive Learning",
+Findings of EMNLP 2025 (arXiv 2503.04812).
+
+This file travels inside every checkpoint (``trust_remote_code``): it imports only torch, transformers, PIL and
+its sibling files.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoProcessor, PreTrainedModel
+from transformers.utils import ModelOutput, logging
+
+from .configuration_llave import LlaveEmbeddingConfig
+from .processing_llave import load_image
+
+
+logger = logging.get_logger(__name__)
+
+# Backbone inputs forwarded per family; anything else a processor returns is not a model input.
+_IMAGE_INPUTS = {
+    "llava_onevision": ("pixel_values", "image_sizes"),
+    "qwen2_vl": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
+    "qwen2_5_vl": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
+    "llava": ("pixel_values",),
+    "qwen2": (),
+}
+_PROGRESS_BAR_MIN_ITEMS = 256
+
+
+@dataclass
+class LlaveEmbeddingOutput(ModelOutput):
+    r"""
+    embeddings (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        The pooled (and, with `config.normalize`, L2-normalised) embeddings, in float32.
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+        The backbone's final hidden states, right-aligned (padding after the tokens), when
+        `output_hidden_states=True`.
+    """
+
+    embeddings: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+
+
+def align_right(attention_mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Moves every row's tokens to the front (padding after them), keeping their order.
+
+    With padding after the tokens, causal attention never sees it and default position ids count from the first
+    token, so an item's embedding does not depend on the padding side or on its batch-mates.
+    """
+    order = torch.argsort((attention_mask == 0).to(torch.int8), dim=1, stable=True)
+    return tuple(tensor.gather(1, order) for tensor in (attention_mask, *tensors))
+
+
+def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, seq, hidden) -> (batch, hidden) over right-aligned rows: the last token, or the mean of the tokens."""
+    if pooling == "last":
+        last = attention_mask.sum(dim=1) - 1
+        return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
+    mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+class LlaveEmbeddingPreTrainedModel(PreTrainedModel):
+    config_class = LlaveEmbeddingConfig
+    base_model_prefix = "llave"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        # The backbone initialises its own modules the way its architecture prescribes.
+        self.backbone._init_weights(module)
+
+
+class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
+    r"""
+    LLaVE embedding model over a transformers backbone (LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, LLaVA or a Qwen2
+    language model). The embedding of an item is the final hidden state of its last non-padding token
+    (`config.pooling="last"`), L2-normalised (`config.normalize`), so cosine similarity is a dot product.
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoModel
+    >>> model = AutoModel.from_pretrained("<org>/llave-2b", trust_remote_code=True)
+    >>> queries = model.encode(texts=["a dog on a beach"])
+    >>> images = model.encode(images=["dog.jpg"], instruction="<|image_1|> Represent the given image.")
+    >>> scores = queries @ images.T
+    ```
+    """
+
+    def __init__(self, config: LlaveEmbeddingConfig):
+        super().__init__(config)
+        self.backbone = AutoModel.from_config(config.backbone_config)
+        self._no_split_modules = self.backbone._no_split_modules
+        self.processor = None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.backbone.set_input_embeddings(value)
+
+    @property
+    def vision_tower(self) -> nn.Module | None:
+        """The backbone's vision encoder (`None` for text-only backbones)."""
+        return getattr(self.backbone, "vision_tower", None) or getattr(self.backbone, "visual", None)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> LlaveEmbeddingOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            Prompts from [`LlaveProcessor`], padded on either side.
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            1 for tokens, 0 for padding.
+        pixel_values (`torch.Tensor`, *optional*):
+            Images of the items that have one, in item order: `(num_images, num_tiles, 3, H, W)` for
+            LLaVA-OneVision, flattened patches `(num_patches, C*T*P*P)` for Qwen2-VL, `(num_images, 3, H, W)` for
+            LLaVA.
+        image_sizes (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+            LLaVA-OneVision: each image's original (height, width).
+        image_grid_thw (`torch.LongTensor` of shape `(num_images, 3)`, *optional*):
+            Qwen2-VL: each image's patch grid.
+        mm_token_type_ids (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Qwen2-VL: 1 at image tokens, 0 elsewhere.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if mm_token_type_ids is not None:
+            attention_mask, input_ids, mm_token_type_ids = align_right(attention_mask, input_ids, mm_token_type_ids)
+        else:
+            attention_mask, input_ids = align_right(attention_mask, input_ids)
+
+        images = {
+            "pixel_values": pixel_values,
+            "image_sizes": image_sizes,
+            "image_grid_thw": image_grid_thw,
+            "mm_token_type_ids": mm_token_type_ids,
+        }
+        backbone_inputs = {
+            name: images[name]
+            for name in _IMAGE_INPUTS[self.config.backbone_config.model_type]
+            if images[name] is not None and (name == "mm_token_type_ids" or pixel_values is not None)
+        }
+        if "pixel_values" in backbone_inputs:
+            backbone_inputs["pixel_values"] = pixel_values.to(self.dtype)
+        elif pixel_values is not None:
+            raise ValueError(f"{self.config.backbone_config.model_type} is a text-only backbone: it takes no pixel_values.")
+
+        outputs = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs, **kwargs
+        )
+        hidden_states = outputs.last_hidden_state
+        embeddings = pool(hidden_states, attention_mask, self.config.pooling).float()
+        if self.config.normalize:
+            embeddings = F.normalize(embeddings, dim=-1)
+        return LlaveEmbeddingOutput(
+            embeddings=embeddings, last_hidden_state=hidden_states if output_hidden_states else None
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # encode
+
+    def get_processor(self):
+        """The processor `encode` uses: `self.processor`, or the one saved beside the weights."""
+        if self.processor is None:
+            source = self.config.name_or_path
+            if not source:
+                raise ValueError("No processor: pass `processor=` to encode() or set `model.processor`.")
+            self.processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+        return self.processor
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | list[str | None] | None = None,
+        images=None,
+        instruction: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to: str = "tensor",
+        processor=None,
+    ):
+        r"""
+        Embeds texts, images, or image+text pairs.
+
+        Args:
+            texts (`str` or `list`, *optional*): one text or a list; an entry may be `None` (image-only item).
+            images (*optional*): one image or a list parallel to `texts`: PIL images or file paths; an entry may be
+                `None` (text-only item).
+            instruction (`str`, *optional*): prepended to every text, e.g. `"Find an image that matches: "`. MMEB-style
+                `<|image_1|>` marks where the image goes (default: before the text, followed by a newline).
+            batch_size (`int`): items per forward pass. Items are sorted by length so that batches pad little;
+                results come back in input order.
+            show_progress_bar (`bool`, *optional*): defaults to showing a bar from 256 items on.
+            convert_to (`str`): `"tensor"` (float32 CPU tensor), `"numpy"` or `"list"`.
+            processor (*optional*): overrides `model.processor`.
+
+        Returns:
+            `(num_items, hidden_size)` embeddings (L2-normalised when `config.normalize`), one row per item, in input
+            order.
+
+        Raises:
+            `ValueError` (or `FileNotFoundError`, `TypeError`) naming the item for empty inputs, lists of different
+            lengths, items with neither text nor image, missing or unreadable image files, and non-finite outputs.
+            Texts longer than the processor's `max_length` are truncated with a warning naming the item.
+        """
+        if convert_to not in ("tensor", "numpy", "list"):
+            raise ValueError(f"convert_to must be 'tensor', 'numpy' or 'list', got {convert_to!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        processor = processor if processor is not None else self.get_processor()
+        texts = [texts] if isinstance(texts, str) else texts
+        images = [images] if images is not None and not isinstance(images, (list, tuple)) else images
+        if texts is None and images is None:
+            raise ValueError("encode() needs `texts`, `images` or both.")
+        size = len(texts) if texts is not None else len(images)
+        if texts is not None and images is not None and len(texts) != len(images):
+            raise ValueError(f"`texts` has {len(texts)} items but `images` has {len(images)}; they must be parallel.")
+        if size == 0:
+            raise ValueError("encode() got empty inputs.")
+        texts = list(texts) if texts is not None else [None] * size
+        images = list(images) if images is not None else [None] * size
+        for index, (text, image) in enumerate(zip(texts, images)):
+            if text is None and image is None:
+                raise ValueError(f"item {index}: neither text nor image.")
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"item {index}: a text must be a string or None, got {type(text).__name__}.")
+
+        # Longest first (images count as long): batch-mates pad little, and a too-large batch fails at once.
+        order = sorted(range(size), key=lambda i: (images[i] is not None, len(texts[i] or "")), reverse=True)
+        show = show_progress_bar if show_progress_bar is not None else size >= _PROGRESS_BAR_MIN_ITEMS
+        from tqdm.auto import tqdm  # transformers depends on tqdm
+
+        embeddings = torch.empty(size, self.config.hidden_size, dtype=torch.float32)
+        for start in tqdm(range(0, size, batch_size), desc="Encoding", disable=not show, unit="batch"):
+            indices = order[start : start + batch_size]
+            names = [f"item {i}" for i in indices]
+            batch_images = [
+                load_image(images[i], name) if images[i] is not None else None for i, name in zip(indices, names)
+            ]
+            inputs = processor(
+                text=[texts[i] for i in indices], images=batch_images, instruction=instruction, item_names=names
+            ).to(self.device)
+            batch_embeddings = self(**inputs).embeddings.float().cpu()
+            bad = (~torch.isfinite(batch_embeddings).all(dim=1)).nonzero().flatten().tolist()
+            if bad:
+                raise ValueError(f"non-finite embedding for {', '.join(names[b] for b in bad)}.")
+            embeddings[indices] = batch_embeddings
+
+        if convert_to == "numpy":
+            return embeddings.numpy()
+        if convert_to == "list":
+            return embeddings.tolist()
+        return embeddings
+
+
+__all__ = ["LlaveEmbeddingModel", "LlaveEmbeddingOutput", "LlaveEmbeddingPreTrainedModel", "align_right", "pool"]

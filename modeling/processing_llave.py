@@ -1,0 +1,291 @@
+# Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
+"""Processor of LLaVE embedding models: the LLaVE prompt format, image loading and image-token expansion.
+
+This file travels inside every checkpoint (``trust_remote_code``): it imports only torch, transformers, PIL and
+its sibling files. It needs no torchvision: image processors are transformers' PIL ones.
+"""
+
+import math
+import os
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers import BatchFeature
+from transformers.image_processing_utils import select_best_resolution
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+# Qwen chat template of the released LLaVE models; `{text}` is the user turn, the assistant turn is "\n" and the
+# pooled token is the final "\n".
+LLAVE_PROMPT_TEMPLATE = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n{text}<|im_end|>\n"
+    "<|im_start|>assistant\n\n<|im_end|>\n"
+)
+# How MMEB data marks where the image goes.
+MMEB_IMAGE_PLACEHOLDER = "<|image_1|>"
+
+
+def load_image(image, name: str) -> Image.Image:
+    """Opens `image` (a PIL image or a path) as RGB; errors name the item (`name`) and the file."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB") if image.mode != "RGB" else image
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"{name}: an image must be a PIL image or a path, got {type(image).__name__}.")
+    if not os.path.isfile(image):
+        raise FileNotFoundError(f"{name}: image file not found: {os.fspath(image)!r}.")
+    try:
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{name}: cannot read image file {os.fspath(image)!r}: {error}") from error
+
+
+class LlaveProcessor(ProcessorMixin):
+    r"""
+    Turns texts and images into the inputs of [`LlaveEmbeddingModel`], in the LLaVE prompt format.
+
+    Each item is a text, an image, or both; an optional instruction is prepended to the text. MMEB's image
+    placeholder `<|image_1|>` (or the backbone's own image token) marks where the image goes: at the start it is
+    replaced in place, elsewhere (or when absent) the image moves to the front followed by a newline, as in the
+    released LLaVE code. The image token is then expanded to as many tokens as the vision tower yields.
+
+    Texts whose prompt would exceed `max_length` tokens are truncated (only the user text, never the template or the
+    image tokens) with a warning naming the item.
+
+    Args:
+        image_processor: a transformers PIL image processor (`None` for text-only backbones).
+        tokenizer: the backbone's tokenizer.
+        backbone_type (`str`): `"llava_onevision"`, `"qwen2_vl"` (also for Qwen2.5-VL), `"llava"` or `"text"`.
+        image_token (`str`): the backbone's image token, repeated once per image feature.
+        image_start_token, image_end_token (`str`): tokens around the image tokens (Qwen2-VL's vision start/end).
+        num_image_tokens (`int`): features per 384-px tile (LLaVA-OneVision) or per image (LLaVA).
+        vision_aspect_ratio (`str`): LLaVA-OneVision's `anyres_max_N` setting.
+        prompt_template (`str`): the prompt, with `{text}` where the user turn goes.
+        max_length (`int`): maximum number of tokens of a prompt.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        backbone_type: str = "text",
+        image_token: str = "<image>",
+        image_start_token: str = "",
+        image_end_token: str = "",
+        num_image_tokens: int | None = None,
+        vision_aspect_ratio: str = "anyres_max_9",
+        prompt_template: str = LLAVE_PROMPT_TEMPLATE,
+        max_length: int = 4096,
+        chat_template=None,
+        **kwargs,
+    ):
+        if backbone_type not in ("llava_onevision", "qwen2_vl", "llava", "text"):
+            raise ValueError(f"Unknown backbone_type {backbone_type!r}.")
+        if "{text}" not in prompt_template:
+            raise ValueError("prompt_template must contain '{text}'.")
+        self.backbone_type = backbone_type
+        self.image_token = image_token
+        self.image_start_token = image_start_token
+        self.image_end_token = image_end_token
+        self.num_image_tokens = num_image_tokens
+        self.vision_aspect_ratio = vision_aspect_ratio
+        self.prompt_template = prompt_template
+        self.max_length = max_length
+        with_images = "image_processor" in self.get_attributes()
+        subprocessors = (image_processor, tokenizer) if with_images else (tokenizer,)
+        super().__init__(*subprocessors, chat_template=chat_template)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # prompt
+
+    def format_text(self, text: str | None, has_image: bool, instruction: str | None = None, name: str = "item") -> str:
+        """The user turn of one item, with `self.image_token` marking the (single) image when there is one."""
+        text = text or ""
+        if instruction:
+            text = instruction + text if not text or instruction[-1].isspace() else f"{instruction} {text}"
+        text = text.replace(self.image_token, MMEB_IMAGE_PLACEHOLDER)
+        count = text.count(MMEB_IMAGE_PLACEHOLDER)
+        if count > 1:
+            raise ValueError(f"{name}: the text marks {count} images; LLaVE embeds one image per item.")
+        if not has_image:
+            if count:
+                raise ValueError(f"{name}: the text contains the image placeholder {MMEB_IMAGE_PLACEHOLDER!r} but no image was given.")
+            if not text.strip():
+                raise ValueError(f"{name}: empty text and no image: nothing to embed.")
+            return text
+        if text.startswith(MMEB_IMAGE_PLACEHOLDER):
+            return self.image_token + text[len(MMEB_IMAGE_PLACEHOLDER) :]
+        return self.image_token + "\n" + text.replace(MMEB_IMAGE_PLACEHOLDER, "").strip()
+
+    def _image_tokens(self, count: int) -> str:
+        return self.image_start_token + self.image_token * count + self.image_end_token
+
+    # ----------------------------------------------------------------------------------------------------------
+    # images
+
+    def _num_llava_onevision_features(self, height: int, width: int) -> int:
+        """Image features of one image under anyres tiling: base view, unpadded grid and one newline per row."""
+        per_side = int(math.sqrt(self.num_image_tokens))
+        tile_height, tile_width = self.image_processor.size["height"], self.image_processor.size["width"]
+        best_height, best_width = select_best_resolution([height, width], self.image_processor.image_grid_pinpoints)
+        grid_height = per_side * (best_height // tile_height)
+        grid_width = per_side * (best_width // tile_width)
+        # unpad: drop the rows/columns that only hold the letterbox padding
+        if width / height > grid_width / grid_height:
+            new_height = int(round(height * (grid_width / width), 7))
+            grid_height -= 2 * ((grid_height - new_height) // 2)
+        else:
+            new_width = int(round(width * (grid_height / height), 7))
+            grid_width -= 2 * ((grid_width - new_width) // 2)
+        unpadded, newlines = grid_height * grid_width, grid_height
+        max_tiles = int(self.vision_aspect_ratio.removeprefix("anyres_max_"))
+        ratio = math.sqrt(grid_height * grid_width / (max_tiles * per_side**2))
+        if ratio > 1.1:
+            unpadded = int(grid_height // ratio) * int(grid_width // ratio)
+            newlines = int(grid_height // ratio)
+        return self.num_image_tokens + unpadded + newlines
+
+    def process_images(self, images: list) -> tuple[dict, list[int]]:
+        """Image inputs of the backbone for a list of loaded images, and the number of image tokens of each."""
+        if getattr(self, "image_processor", None) is None:
+            raise ValueError("This processor has no image processor: the backbone is text-only.")
+        outputs = self.image_processor(images, return_tensors="pt")
+        if self.backbone_type == "llava_onevision":
+            inputs = {"pixel_values": outputs["pixel_values"], "image_sizes": outputs["image_sizes"]}
+            counts = [self._num_llava_onevision_features(int(h), int(w)) for h, w in outputs["image_sizes"]]
+        elif self.backbone_type == "qwen2_vl":
+            inputs = {"pixel_values": outputs["pixel_values"], "image_grid_thw": outputs["image_grid_thw"]}
+            merge = self.image_processor.merge_size**2
+            counts = [int(grid.prod()) // merge for grid in outputs["image_grid_thw"]]
+        else:
+            inputs = {"pixel_values": outputs["pixel_values"]}
+            counts = [self.num_image_tokens] * len(images)
+        return inputs, counts
+
+    # ----------------------------------------------------------------------------------------------------------
+    # tokenization
+
+    def _fit_prompt(self, text: str, image_count: int, name: str) -> list[int]:
+        """Token ids of the prompt of one item; truncates the user text when the prompt exceeds `max_length`."""
+        image_text = self._image_tokens(image_count) if image_count else ""
+
+        def encode(user_text: str) -> list[int]:
+            prompt = self.prompt_template.replace("{text}", user_text.replace(self.image_token, image_text, 1))
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+        ids = encode(text)
+        if len(ids) <= self.max_length:
+            return ids
+        fixed = len(encode(self.image_token if image_count else ""))
+        if fixed >= self.max_length:
+            raise ValueError(
+                f"{name}: the prompt template and image tokens alone take {fixed} tokens, over max_length={self.max_length}."
+            )
+        text_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep = len(text_ids) - (len(ids) - self.max_length)
+        while len(ids) > self.max_length and keep > 0:
+            truncated = self.tokenizer.decode(text_ids[:keep])
+            if image_count and self.image_token not in truncated:
+                truncated = text.split(self.image_token, 1)[0] + self.image_token
+            ids = encode(truncated)
+            keep -= max(1, len(ids) - self.max_length)
+        if len(ids) > self.max_length:
+            raise ValueError(f"{name}: cannot fit the prompt into max_length={self.max_length} tokens.")
+        logger.warning(f"{name}: text truncated to fit max_length={self.max_length} tokens.")
+        return ids
+
+    def __call__(
+        self,
+        text: str | list[str | None] | None = None,
+        images=None,
+        instruction: str | None = None,
+        return_tensors: str | None = "pt",
+        item_names: list[str] | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Args:
+            text: one text or a list (an entry may be `None` for an image-only item).
+            images: one image or a list parallel to `text` (PIL images or paths; an entry may be `None`).
+            instruction: prepended to every text (e.g. `"Represent the given image for classification."`).
+            item_names: names used in error messages (defaults to `"item <i>"`).
+
+        Returns:
+            `BatchFeature` with `input_ids`, `attention_mask` and the backbone's image inputs (`pixel_values` with
+            `image_sizes` or `image_grid_thw`), plus `mm_token_type_ids` for Qwen2-VL.
+        """
+        if kwargs:
+            raise TypeError(f"LlaveProcessor got unexpected arguments: {', '.join(kwargs)}.")
+        texts = [text] if isinstance(text, str) else list(text) if text is not None else None
+        image_list = [images] if images is not None and not isinstance(images, (list, tuple)) else images
+        if texts is None and image_list is None:
+            raise ValueError("Nothing to process: give `text`, `images` or both.")
+        size = len(texts) if texts is not None else len(image_list)
+        texts = texts if texts is not None else [None] * size
+        image_list = list(image_list) if image_list is not None else [None] * size
+        if len(texts) != len(image_list):
+            raise ValueError(f"`text` has {len(texts)} items but `images` has {len(image_list)}; they must be parallel.")
+        if size == 0:
+            raise ValueError("Nothing to process: the input lists are empty.")
+        names = item_names or [f"item {i}" for i in range(size)]
+        for name, item_text in zip(names, texts):
+            if item_text is not None and not isinstance(item_text, str):
+                raise TypeError(f"{name}: a text must be a string or None, got {type(item_text).__name__}.")
+
+        prompts = [
+            self.format_text(item_text, image is not None, instruction, name)
+            for name, item_text, image in zip(names, texts, image_list)
+        ]
+        loaded = [load_image(image, name) for name, image in zip(names, image_list) if image is not None]
+        image_inputs, counts = self.process_images(loaded) if loaded else ({}, [])
+        counts_iter = iter(counts)
+        input_ids = [
+            self._fit_prompt(prompt, next(counts_iter) if image is not None else 0, name)
+            for name, prompt, image in zip(names, prompts, image_list)
+        ]
+        batch = self.tokenizer.pad({"input_ids": input_ids}, padding=True, return_tensors=return_tensors)
+        data = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **image_inputs}
+        if self.backbone_type == "qwen2_vl":
+            data["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).int()
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @property
+    def model_input_names(self):
+        names = ["input_ids", "attention_mask"]
+        if self.backbone_type == "llava_onevision":
+            names += ["pixel_values", "image_sizes"]
+        elif self.backbone_type == "qwen2_vl":
+            names += ["pixel_values", "image_grid_thw", "mm_token_type_ids"]
+        elif self.backbone_type == "llava":
+            names += ["pixel_values"]
+        return names
+
+
+class LlaveTextProcessor(LlaveProcessor):
+    """[`LlaveProcessor`] of text-only backbones: a tokenizer and the LLaVE prompt format, no image processor."""
+
+    def __init__(
+        self,
+        tokenizer=None,
+        backbone_type: str = "text",
+        prompt_template: str = LLAVE_PROMPT_TEMPLATE,
+        max_length: int = 4096,
+        chat_template=None,
+        **kwargs,
+    ):
+        super().__init__(
+            None,
+            tokenizer,
+            backbone_type=backbone_type,
+            prompt_template=prompt_template,
+            max_length=max_length,
+            chat_template=chat_template,
+        )
+
+
+__all__ = ["LlaveProcessor", "LlaveTextProcessor", "LLAVE_PROMPT_TEMPLATE", "MMEB_IMAGE_PLACEHOLDER", "load_image"]
