@@ -1,0 +1,308 @@
+r"""Hardness-weighted contrastive loss of LLaVE.
+
+Reference: Lan et al., "LLaVE: Large Language and Vision Embedding Models with Hardness-Weighted Contrastive
+Learning", Findings of EMNLP 2025, arXiv 2503.04812, Sec. 3.2-3.3.
+
+For query ``q_i`` with positive target ``t_i`` and candidates ``c_j`` (every target, optionally gathered from all
+K processes, then the hard negatives), ``s_ij = <q_i, c_j>`` (cosine, embeddings are L2-normalised), ``τ`` the
+temperature and ``sg`` the stop-gradient:
+
+    L_i = -log( e^{s_ii/τ} / Z_i ),   Z_i = e^{s_ii/τ} + Σ_{j≠i} w_ij e^{s_ij/τ},   w_ij = exp(α · sg(s_ij))
+
+(paper Eq. 5; Eq. 8 is the same sum running over the negatives of all devices). It is a cross-entropy whose
+negative logits are ``s_ij/τ + α·sg(s_ij)`` while the positive logit stays ``s_ii/τ``. As ``w_ij`` is detached,
+the gradient keeps the InfoNCE form with each negative re-weighted by its hardness (paper Eq. 6-7):
+
+    ∂L_i/∂s_ij = (1/τ) · w_ij e^{s_ij/τ} / Z_i                  (negative j ≠ i)
+    ∂L_i/∂s_ii = -(1/τ) · Σ_{j≠i} w_ij e^{s_ij/τ} / Z_i
+
+so harder negatives (larger ``s_ij``) are pushed away harder. ``α = 0`` is plain InfoNCE.
+"""
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import all_gather_no_grad, all_gather_with_grad, get_rank_and_world_size
+
+
+__all__ = ["hardness_weighted_contrastive_loss"]
+
+_NORMALIZATIONS = (None, "mean")
+
+
+def hardness_weighted_contrastive_loss(
+    query: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 9.0,
+    temperature: float = 0.02,
+    symmetric: bool = True,
+    hard_negatives: torch.Tensor | None = None,
+    query_ids: torch.Tensor | None = None,
+    target_ids: torch.Tensor | None = None,
+    hard_negative_ids: torch.Tensor | None = None,
+    hardness_normalization: str | None = None,
+    gather_across_devices: bool = False,
+    return_diagnostics: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""LLaVE's hardness-weighted InfoNCE (see the module docstring for the formula and its gradient).
+
+    The defaults reproduce the released training code: ``α = 9``, ``τ = 0.02`` (logit scale 50), unnormalised
+    weights, symmetric loss ``(CE(query→target) + CE(target→query)) / 2``, no false-negative masking.
+
+    Args:
+        query (`torch.Tensor` of shape `(batch, dim)`):
+            L2-normalised query embeddings of this process (not re-normalised here).
+        target (`torch.Tensor` of shape `(batch, dim)`):
+            L2-normalised target embeddings; ``target[i]`` is the positive of ``query[i]``.
+        alpha (`float`, defaults to 9.0):
+            Hardness strength α: negative j of row i is weighted by ``exp(α·s_ij)``. 0 gives InfoNCE.
+        temperature (`float`, defaults to 0.02):
+            Temperature τ (fixed, not learned).
+        symmetric (`bool`, defaults to `True`):
+            Average the query→target and target→query losses (released code). `False` is the paper's
+            query→target form.
+        hard_negatives (`torch.Tensor` of shape `(batch, n, dim)`, *optional*):
+            Extra L2-normalised candidates, used in the query→target direction only. Every query scores every
+            row's hard negatives (of every process once gathered), not just its own.
+        query_ids, target_ids (`torch.LongTensor` of shape `(batch,)`, *optional*):
+            Content ids (equal ids = identical content) used to mask false negatives: pairs ``(i, j)``, ``j ≠ i``,
+            with ``target_ids[j] == target_ids[i]`` (the same target, e.g. the class label "Yes" twice) or
+            ``query_ids[j] == query_ids[i]`` (the same query, so ``t_j`` answers ``q_i`` too) are excluded from
+            both directions. The relation is symmetric, so target→query uses the same mask as
+            query→target. `None` (default) masks nothing, as released; there identical targets get the
+            LARGEST weights.
+        hard_negative_ids (`torch.LongTensor` of shape `(batch, n)`, *optional*):
+            Content ids of the hard negatives; one equal to a row's ``target_ids`` is excluded from that row.
+            Requires ``target_ids``.
+        hardness_normalization (`str`, *optional*):
+            `None` (released): raw weights ``exp(α·s) ∈ [e^-α, e^α]``. ``"mean"``: weights divided by their
+            mean over each row's unmasked negatives, i.e. the negative logits become
+            ``s_ij/τ + α·sg(s_ij) - log(mean_j exp(α·sg(s_ij)))``. Trade-off: the raw form multiplies the whole
+            negative mass by a factor as small as ``e^-α``, which creates a degenerate minimum (all queries at
+            ``u``, all targets at ``-u``: every ``s ≈ -1`` and the loss ≈ ``(N-1)·e^-α`` without any
+            discrimination) that training from random initialisation can fall into. ``"mean"`` removes it and
+            keeps the relative hardness among negatives, but no longer discounts easy batches, so the
+            positive's effective temperature relative to the negatives differs from the released recipe.
+        gather_across_devices (`bool`, defaults to `False`):
+            All-gather queries, targets, hard negatives and ids WITH gradient from every process; this
+            process's B rows are scored against all gathered columns (query→target columns
+            ``[all K·B targets; all K·B·n hard negatives]``, target→query columns ``[all K·B queries]``) with
+            labels ``arange(B) + B·rank``. The loss is not multiplied by the world size: DDP's gradient
+            average makes a K-process step equal to one process on the concatenated batch. Every process
+            must pass the same shapes. No-op in a single process.
+        return_diagnostics (`bool`, defaults to `False`):
+            Also return a dict of detached scalars for this process's query→target rows: ``positive_cosine``
+            (mean ``s_ii``), ``hardest_negative_cosine`` (mean over rows of the largest unmasked negative
+            cosine), ``cosine_gap`` (mean of their per-row difference; the paper's Table 1 diagnostic),
+            ``top1_accuracy`` (share of rows whose positive beats every unmasked candidate) and
+            ``mean_hardness_weight`` (mean raw ``exp(α·s_ij)`` over unmasked negatives). Rows without any
+            unmasked negative are left out of the negative statistics.
+
+    Returns:
+        `torch.Tensor`: the scalar loss, in float32 for half-precision inputs (logits reach ±(1/τ + α), which
+        overflows float16/bfloat16) and in the input dtype otherwise; or ``(loss, diagnostics)``.
+    """
+    _check_inputs(query, target, hard_negatives, query_ids, target_ids, hard_negative_ids)
+    _check_options(alpha, temperature, hardness_normalization)
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    device = query.device
+    query, target = query.to(dtype), target.to(dtype)
+    if hard_negatives is not None:
+        hard_negatives = hard_negatives.to(dtype)
+    query_ids, target_ids, hard_negative_ids = (
+        None if ids is None else ids.to(device) for ids in (query_ids, target_ids, hard_negative_ids)
+    )
+    batch_size = query.shape[0]
+
+    rank = 0
+    all_queries, all_targets, all_hard_negatives = query, target, hard_negatives
+    all_query_ids, all_target_ids, all_hard_negative_ids = query_ids, target_ids, hard_negative_ids
+    if gather_across_devices:
+        rank, _ = get_rank_and_world_size()
+        all_queries, all_targets = all_gather_with_grad(query), all_gather_with_grad(target)
+        if hard_negatives is not None:
+            all_hard_negatives = all_gather_with_grad(hard_negatives)
+        all_query_ids, all_target_ids, all_hard_negative_ids = (
+            None if ids is None else all_gather_no_grad(ids) for ids in (query_ids, target_ids, hard_negative_ids)
+        )
+    labels = torch.arange(batch_size, device=device) + batch_size * rank
+
+    similarity = query @ all_targets.T  # (B, K·B)
+    if all_hard_negatives is not None:
+        # Concatenating the scores rather than the candidates avoids copying (K·B·(1+n), D) embeddings.
+        similarity = torch.cat([similarity, query @ all_hard_negatives.flatten(0, 1).T], dim=1)  # (B, K·B·(1+n))
+    false_negatives = _false_negative_mask(
+        labels,
+        query_ids,
+        target_ids,
+        all_query_ids,
+        all_target_ids,
+        all_hard_negative_ids,
+        num_hard_negatives=similarity.shape[1] - all_targets.shape[0],
+    )
+    loss = _weighted_cross_entropy(similarity, labels, false_negatives, alpha, temperature, hardness_normalization)
+
+    if symmetric:
+        reverse_similarity = target @ all_queries.T  # (B, K·B)
+        reverse_false_negatives = None if false_negatives is None else false_negatives[:, : all_queries.shape[0]]
+        reverse_loss = _weighted_cross_entropy(
+            reverse_similarity, labels, reverse_false_negatives, alpha, temperature, hardness_normalization
+        )
+        loss = (loss + reverse_loss) / 2
+
+    if not return_diagnostics:
+        return loss
+    return loss, _diagnostics(similarity.detach(), labels, false_negatives, alpha)
+
+
+def _weighted_cross_entropy(
+    similarity: torch.Tensor,
+    labels: torch.Tensor,
+    false_negatives: torch.Tensor | None,
+    alpha: float,
+    temperature: float,
+    hardness_normalization: str | None,
+) -> torch.Tensor:
+    """Cross-entropy over ``s/τ + log w`` for negatives and ``s/τ`` for the positive; masked entries -> -inf.
+
+    similarity: (B, C), labels: (B,) column of each row's positive, false_negatives: (B, C) bool or None.
+    """
+    if alpha == 0:
+        logits = similarity / temperature
+    else:
+        rows = torch.arange(similarity.shape[0], device=similarity.device)
+        log_weights = alpha * similarity.detach()  # log w_ij, no gradient through the weights
+        if hardness_normalization == "mean":
+            excluded = torch.zeros_like(log_weights, dtype=torch.bool)
+            excluded[rows, labels] = True
+            if false_negatives is not None:
+                excluded |= false_negatives
+            log_weights -= _log_mean_exp(log_weights, excluded).unsqueeze(1)
+        log_weights[rows, labels] = 0.0  # the positive's logit is untouched (w_ii = 1)
+        # In place on the detached buffer: one (B, C) pass more than InfoNCE, no extra allocation.
+        logits = log_weights.add_(similarity, alpha=1 / temperature)
+    if false_negatives is not None:
+        logits.masked_fill_(false_negatives, float("-inf"))
+    return F.cross_entropy(logits, labels)
+
+
+def _log_mean_exp(values: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``log(mean exp(values))`` over non-excluded entries; 0 for a row with none (nothing to rescale)."""
+    count = (~excluded).sum(1)
+    log_sum = torch.logsumexp(values.masked_fill(excluded, float("-inf")), dim=1)
+    log_mean = log_sum - count.clamp_min(1).to(values.dtype).log()
+    return torch.where(count > 0, log_mean, torch.zeros_like(log_mean))
+
+
+def _false_negative_mask(
+    labels: torch.Tensor,
+    query_ids: torch.Tensor | None,
+    target_ids: torch.Tensor | None,
+    all_query_ids: torch.Tensor | None,
+    all_target_ids: torch.Tensor | None,
+    all_hard_negative_ids: torch.Tensor | None,
+    num_hard_negatives: int,
+) -> torch.Tensor | None:
+    """(B, K·B + K·B·n) bool: candidates that share content with the row's positive pair, positive excluded."""
+    if query_ids is None and target_ids is None:
+        return None
+    in_batch = None
+    if target_ids is not None:
+        in_batch = target_ids[:, None] == all_target_ids[None, :]
+    if query_ids is not None:
+        same_query = query_ids[:, None] == all_query_ids[None, :]
+        in_batch = same_query if in_batch is None else in_batch | same_query
+    if all_hard_negative_ids is not None:
+        hard = target_ids[:, None] == all_hard_negative_ids.flatten()[None, :]
+    else:  # hard negatives without ids cannot be recognised as duplicates
+        hard = in_batch.new_zeros(in_batch.shape[0], num_hard_negatives)
+    mask = torch.cat([in_batch, hard], dim=1)
+    mask[torch.arange(mask.shape[0], device=mask.device), labels] = False
+    return mask
+
+
+@torch.no_grad()
+def _diagnostics(
+    similarity: torch.Tensor, labels: torch.Tensor, false_negatives: torch.Tensor | None, alpha: float
+) -> dict[str, torch.Tensor]:
+    """Scalars describing the query→target similarity (B, C) of this process; see the `return_diagnostics` arg."""
+    rows = torch.arange(similarity.shape[0], device=similarity.device)
+    positive = similarity[rows, labels]
+    excluded = torch.zeros_like(similarity, dtype=torch.bool)
+    excluded[rows, labels] = True
+    if false_negatives is not None:
+        excluded |= false_negatives
+    hardest = similarity.masked_fill(excluded, float("-inf")).max(dim=1).values
+    has_negative = (~excluded).any(dim=1)
+    return {
+        "positive_cosine": positive.mean(),
+        "hardest_negative_cosine": hardest[has_negative].mean(),
+        "cosine_gap": (positive - hardest)[has_negative].mean(),
+        "top1_accuracy": (positive > hardest).to(similarity.dtype).mean(),
+        "mean_hardness_weight": torch.exp(alpha * similarity[~excluded]).mean(),
+    }
+
+
+def _check_options(alpha: float, temperature: float, normalization: str | None) -> None:
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+    if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}.")
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"hardness_normalization must be one of {_NORMALIZATIONS}, got {normalization!r}.")
+
+
+def _check_inputs(query, target, hard_negatives, query_ids, target_ids, hard_negative_ids) -> None:
+    if query.ndim != 2 or query.shape != target.shape:
+        raise ValueError(
+            f"query and target must both be (batch, dim) with the same shape, got {tuple(query.shape)} and "
+            f"{tuple(target.shape)}."
+        )
+    batch_size, dim = query.shape
+    if batch_size == 0:
+        raise ValueError("query and target are empty: the batch needs at least one pair.")
+    if not (query.is_floating_point() and target.is_floating_point()):
+        raise TypeError(f"query and target must be floating point, got {query.dtype} and {target.dtype}.")
+    if hard_negatives is not None and (
+        hard_negatives.ndim != 3 or hard_negatives.shape[0] != batch_size or hard_negatives.shape[2] != dim
+    ):
+        raise ValueError(
+            f"hard_negatives must be (batch={batch_size}, n, dim={dim}), got {tuple(hard_negatives.shape)}."
+        )
+    if hard_negative_ids is not None and hard_negatives is None:
+        raise ValueError("hard_negative_ids were given without hard_negatives.")
+    if hard_negative_ids is not None and target_ids is None:
+        raise ValueError("hard_negative_ids are compared with target_ids: pass target_ids too.")
+    expected_id_shapes = {
+        "query_ids": (batch_size,),
+        "target_ids": (batch_size,),
+        "hard_negative_ids": None if hard_negatives is None else tuple(hard_negatives.shape[:2]),
+    }
+    for name, ids in (("query_ids", query_ids), ("target_ids", target_ids), ("hard_negative_ids", hard_negative_ids)):
+        if ids is None:
+            continue
+        if tuple(ids.shape) != expected_id_shapes[name]:
+            raise ValueError(f"{name} must have shape {expected_id_shapes[name]}, got {tuple(ids.shape)}.")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer content ids, got {ids.dtype}.")
+    named = [("query", query), ("target", target)]
+    if hard_negatives is not None:
+        named.append(("hard_negatives", hard_negatives))
+    # A vector's sum is finite iff all its entries are (a float32 sum of unit-norm entries cannot overflow);
+    # reducing first is several times cheaper than an element-wise isfinite on (B, n, D) hard negatives.
+    finite_per_vector = [
+        torch.isfinite(tensor.sum(dim=-1, dtype=torch.promote_types(tensor.dtype, torch.float32)))
+        for _, tensor in named
+    ]
+    # One device sync for the common, all-finite case; locate the culprit only on failure.
+    if bool(torch.stack([finite.all() for finite in finite_per_vector]).all()):
+        return
+    for (name, _), finite in zip(named, finite_per_vector):
+        if not bool(finite.all()):
+            row, *slot = (int(i) for i in (~finite).nonzero()[0])
+            where = f" row {row}" if not slot else f"[{row}, {slot[0]}] (row {row}, hard negative {slot[0]})"
+            raise ValueError(f"{name}{where} contains NaN or inf; the encoder output is not finite.")

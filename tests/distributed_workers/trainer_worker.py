@@ -1,0 +1,78 @@
+"""Runs a few ContrastiveTrainer steps in every process of a `torchrun` launch and saves the final parameters.
+
+Usage: torchrun --nproc_per_node 2 trainer_worker.py OUT_DIR RUN [RUN ...]
+A RUN is `name:family:per_device_batch:grad_cache_chunk_size:zero_stage` (zero_stage 0 = DDP).
+"""
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from trainer_fixtures import TinyCollator, rows  # noqa: E402
+
+from llave_hf.testing import tiny_model_and_processor  # noqa: E402
+from llave_hf.trainer import ContrastiveTrainer, ContrastiveTrainingArguments  # noqa: E402
+
+
+STEPS = 2
+
+
+def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_stage: int) -> None:
+    model, processor = tiny_model_and_processor(family, seed=0)
+    deepspeed = None
+    if zero_stage:
+        deepspeed = {
+            "zero_optimization": {"stage": zero_stage},
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto",
+            "train_batch_size": "auto",
+            "gradient_clipping": "auto",
+        }
+    args = ContrastiveTrainingArguments(
+        output_dir=os.path.join(out_dir, name),
+        use_cpu=True,
+        per_device_train_batch_size=batch,
+        max_steps=STEPS,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        dataloader_drop_last=True,
+        grad_cache_chunk_size=chunk,
+        mask_false_negatives=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        deepspeed=deepspeed,
+    )
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows(batch * STEPS * args.world_size, negatives=1),
+        data_collator=TinyCollator(processor),
+        processing_class=processor,
+    )
+    trainer.train()
+    if args.process_index == 0:
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        torch.save(
+            {"params": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}, "logs": trainer.state.log_history},
+            os.path.join(out_dir, f"{name}.pt"),
+        )
+
+
+if __name__ == "__main__":
+    out_dir = sys.argv[1]
+    for run in sys.argv[2:]:
+        name, family, batch, chunk, zero = run.split(":")
+        train(out_dir, name, family, int(batch), int(chunk), int(zero))
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,0 +1,263 @@
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from trainer_fixtures import TinyCollator, rows
+
+from llave_hf.grad_cache import grad_cache_backward, slice_rows
+from llave_hf.loss import hardness_weighted_contrastive_loss
+from llave_hf.testing import tiny_model_and_processor
+from llave_hf.trainer import ContrastiveTrainer, ContrastiveTrainingArguments, freeze_vision_tower
+
+
+WORKER = os.path.join(os.path.dirname(__file__), "distributed_workers", "trainer_worker.py")
+STEPS = 2  # as in the worker
+
+
+def _args(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        per_device_train_batch_size=6,
+        max_steps=STEPS,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        dataloader_drop_last=True,
+        mask_false_negatives=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
+    values.update(overrides)
+    return ContrastiveTrainingArguments(**values)
+
+
+def _train(tmp_path, family, batch_rows, **overrides):
+    model, processor = tiny_model_and_processor(family, seed=0)
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=_args(tmp_path, **overrides),
+        train_dataset=batch_rows,
+        data_collator=TinyCollator(processor),
+        processing_class=processor,
+    )
+    trainer.train()
+    return trainer
+
+
+def _loss_fn(size, negatives):
+    def loss(embeddings):
+        hard = embeddings[2 * size :].view(size, negatives, -1) if negatives else None
+        return hardness_weighted_contrastive_loss(embeddings[:size], embeddings[size : 2 * size], hard_negatives=hard)
+
+    return loss
+
+
+def _gradients(model):
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def _assert_gradients_close(actual, expected):
+    assert actual.keys() == expected.keys() and expected
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# GradCache, one process
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl"])
+def test_grad_cache_equals_uncached_step_with_dropout(family):
+    """Dropout on: GradCache must replay each chunk's RNG to reproduce the uncached step's gradients."""
+    model, processor = tiny_model_and_processor(family, attention_dropout=0.3)
+    model.train()
+    batch = TinyCollator(processor)(rows(6, negatives=1))
+    inputs, loss_fn = batch["inputs"], _loss_fn(6, 1)
+    token = model.config.backbone_config.image_token_id
+    rows_total, chunk = inputs["input_ids"].shape[0], 5
+
+    # uncached reference: the same chunks encoded with their graphs kept, one backward through everything
+    torch.manual_seed(0)
+    embeddings = torch.cat(
+        [model(**slice_rows(inputs, s, min(s + chunk, rows_total), token)).embeddings for s in range(0, rows_total, chunk)]
+    )
+    expected_loss = loss_fn(embeddings)
+    expected_loss.backward()
+    expected = _gradients(model)
+    after_uncached = torch.get_rng_state()
+
+    model.zero_grad()
+    torch.manual_seed(0)
+    loss = grad_cache_backward(model, inputs, chunk, loss_fn, backward=torch.Tensor.backward, image_token_id=token)
+    torch.testing.assert_close(loss, expected_loss.detach())
+    _assert_gradients_close(_gradients(model), expected)
+    assert torch.equal(torch.get_rng_state(), after_uncached)
+
+    # the replay matters: other dropout masks give other gradients
+    model.zero_grad()
+    torch.manual_seed(1)
+    grad_cache_backward(model, inputs, chunk, loss_fn, backward=torch.Tensor.backward, image_token_id=token)
+    assert any(not torch.allclose(_gradients(model)[n], expected[n], atol=1e-5) for n in expected)
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "llava"])
+def test_grad_cache_equals_one_big_forward_without_dropout(family):
+    model, processor = tiny_model_and_processor(family)
+    batch = TinyCollator(processor)(rows(6, negatives=2))
+    inputs, loss_fn = batch["inputs"], _loss_fn(6, 2)
+    loss_fn(model(**inputs).embeddings).backward()
+    expected = _gradients(model)
+    model.zero_grad()
+    grad_cache_backward(model, inputs, 4, loss_fn, torch.Tensor.backward, model.config.backbone_config.image_token_id)
+    _assert_gradients_close(_gradients(model), expected)
+
+
+def test_slice_rows_keeps_each_rows_image(make_image):
+    model, processor = tiny_model_and_processor("qwen2_vl")
+    texts = ["a", None, "b", None]
+    images = [None, make_image(20, 50, seed=1), None, make_image(32, 32, seed=2)]
+    inputs = processor(text=texts, images=images)
+    token = model.config.backbone_config.image_token_id
+    with torch.no_grad():
+        whole = model(**inputs).embeddings
+        parts = torch.cat([model(**slice_rows(inputs, s, s + 1, token)).embeddings for s in range(4)])
+    torch.testing.assert_close(parts, whole, rtol=0, atol=2e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# ContrastiveTrainer, one process
+
+
+def test_compute_loss_is_the_loss_of_the_embeddings(tmp_path):
+    model, processor = tiny_model_and_processor("llava_onevision")
+    trainer = ContrastiveTrainer(model=model, args=_args(tmp_path), data_collator=TinyCollator(processor))
+    batch = TinyCollator(processor)(rows(4, negatives=1))
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+        embeddings = model(**batch["inputs"]).embeddings
+    q, t, n = embeddings[:4], embeddings[4:8], embeddings[8:].view(4, 1, -1)
+    expected = hardness_weighted_contrastive_loss(
+        q, t, hard_negatives=n, query_ids=batch["query_ids"], target_ids=batch["target_ids"],
+        hard_negative_ids=batch["negative_ids"],
+    )  # fmt: skip
+    torch.testing.assert_close(loss, expected)
+
+
+def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
+    """GA=2 over two batches must apply the mean of their gradients (SGD, lr 1: the update is the gradient)."""
+    data = rows(8, with_images=False)
+    trainer = _train(
+        tmp_path, "qwen2", data, per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=1,
+        optim="sgd", learning_rate=1.0, mask_false_negatives=False,
+    )  # fmt: skip
+    model, processor = tiny_model_and_processor("qwen2", seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    collate = TinyCollator(processor)
+    for part in (data[:4], data[4:]):
+        batch = collate(part)
+        (_loss_fn(4, 0)(model(**batch["inputs"]).embeddings) / 2).backward()
+    for name, parameter in trainer.model.named_parameters():
+        expected = before[name] - model.get_parameter(name).grad
+        torch.testing.assert_close(parameter.detach(), expected, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_trainer_logs_diagnostics_and_evaluates_without_labels(tmp_path):
+    data = rows(12, negatives=1)
+    trainer = _train(tmp_path, "llava_onevision", data, per_device_train_batch_size=4, max_steps=3)
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 3
+    for entry in logged:
+        for key in ("positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1_accuracy", "mean_hardness_weight"):
+            assert key in entry and entry[key] == entry[key]  # present and not NaN
+        assert entry["collapse"] == 0.0
+    metrics = trainer.evaluate(eval_dataset=data[:8])
+    assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
+
+
+def test_freeze_vision_tower_keeps_the_projector_trainable():
+    for family, projector in (("llava_onevision", "multi_modal_projector"), ("qwen2_vl", "visual.merger")):
+        model, _ = tiny_model_and_processor(family)
+        assert freeze_vision_tower(model) > 0
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert any(projector in n for n in trainable)
+        assert not any(("vision_tower" in n or "visual.blocks" in n or "patch_embed" in n) for n in trainable)
+        assert any("language_model" in n for n in trainable)
+
+
+def test_arguments_validate(tmp_path):
+    with pytest.raises(ValueError, match="hardness_normalization"):
+        _args(tmp_path, hardness_normalization="max")
+    with pytest.raises(ValueError, match="GradCache .* does not run under DeepSpeed"):
+        _args(tmp_path, grad_cache_chunk_size=4, deepspeed={"zero_optimization": {"stage": 2}})
+    args = _args(tmp_path, gradient_checkpointing=True)
+    assert args.ddp_find_unused_parameters and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert args.remove_unused_columns is False
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# two processes (gloo on CPU) against one process on the concatenated batch
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torchrun(tmp_path, *runs, timeout=600):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), WORKER, str(tmp_path), *runs,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return {run.split(":")[0]: torch.load(tmp_path / f"{run.split(':')[0]}.pt") for run in runs}
+
+
+def _assert_params_close(actual, expected, atol=1e-5):
+    for name, value in expected.items():
+        torch.testing.assert_close(actual[name], value, rtol=0, atol=atol, msg=name)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
+    """DDP with the differentiable gather, uncached and GradCache, for LLaVA-OneVision and Qwen2-VL."""
+    results = _torchrun(
+        tmp_path, "ddp:llava_onevision:3:0:0", "gc:llava_onevision:3:2:0", "gcq:qwen2_vl:3:2:0"
+    )
+    one = _train(tmp_path, "llava_onevision", rows(6 * STEPS, negatives=1), per_device_train_batch_size=6)
+    one_params = {k: v.detach() for k, v in one.model.state_dict().items()}
+    initial, _ = tiny_model_and_processor("llava_onevision", seed=0)
+    moved = [n for n, v in initial.state_dict().items() if not torch.allclose(v, one_params[n], atol=1e-6)]
+    assert moved, "training did not change the parameters: the comparison would be vacuous"
+    _assert_params_close(results["ddp"]["params"], one_params)
+    _assert_params_close(results["gc"]["params"], one_params)
+    one_losses = [e["loss"] for e in one.state.log_history if "loss" in e]
+    two_losses = [e["loss"] for e in results["ddp"]["logs"] if "loss" in e]
+    torch.testing.assert_close(torch.tensor(two_losses), torch.tensor(one_losses), rtol=1e-5, atol=1e-6)
+
+    one_qwen = _train(
+        tmp_path, "qwen2_vl", rows(6 * STEPS, negatives=1), per_device_train_batch_size=6, grad_cache_chunk_size=4
+    )
+    _assert_params_close(results["gcq"]["params"], {k: v.detach() for k, v in one_qwen.model.state_dict().items()})
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_runs_contrastive_steps_on_cpu(tmp_path):
+    pytest.importorskip("deepspeed")
+    results = _torchrun(tmp_path, "zero2:llava_onevision:3:0:2", timeout=900)
+    losses = [e["loss"] for e in results["zero2"]["logs"] if "loss" in e]
+    assert len(losses) == STEPS and all(torch.isfinite(torch.tensor(losses)))
+    # ZeRO-2 in float32 shards optimizer state only: it must train like DDP on the same data
+    one = _train(tmp_path, "llava_onevision", rows(6 * STEPS, negatives=1), per_device_train_batch_size=6)
+    _assert_params_close(results["zero2"]["params"], {k: v.detach() for k, v in one.model.state_dict().items()}, 1e-4)

@@ -1,0 +1,66 @@
+"""Tiny contrastive datasets and a minimal collator for trainer tests, independent of `llave_hf.data`.
+
+The collator follows the batch layout of docs/CONTRACTS.md: one processor batch holding queries, targets and hard
+negatives, plus content ids.
+"""
+
+import zlib
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "pink", "brown", "grey", "cyan"]
+
+
+def colour_image(index: int, size: int = 32) -> Image.Image:
+    """A distinct, deterministic image per index (noise around a base colour; odd ones are wide)."""
+    rng = np.random.RandomState(index)
+    height, width = (size, size) if index % 2 == 0 else (size // 2, size)
+    base = rng.randint(0, 256, 3)
+    pixels = np.clip(base + rng.randint(-30, 30, (height, width, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def rows(count: int, with_images: bool = True, negatives: int = 0) -> list[dict]:
+    """`count` query/target pairs: image->caption and caption->image alternate when `with_images`."""
+    items = []
+    for index in range(count):
+        caption = f"a {COLOURS[index % len(COLOURS)]} square number {index}"
+        item = {"query": caption, "query_image": None, "target": f"caption {index}", "target_image": None}
+        if with_images and index % 2 == 0:
+            item.update(query="<|image_1|> Find a caption describing the given image.", query_image=index)
+            item.update(target=caption)
+        elif with_images:
+            item.update(target="<|image_1|> Represent the given image.", target_image=index)
+        item["negatives"] = [f"a distractor {index} {k}" for k in range(negatives)]
+        items.append(item)
+    return items
+
+
+def content_id(text: str, image) -> int:
+    return zlib.crc32(f"{text}\x00{image}".encode())
+
+
+class TinyCollator:
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, batch: list[dict]) -> dict:
+        negatives = len(batch[0]["negatives"])
+        texts = [row["query"] for row in batch] + [row["target"] for row in batch]
+        images = [row["query_image"] for row in batch] + [row["target_image"] for row in batch]
+        texts += [text for row in batch for text in row["negatives"]]
+        images += [None] * (len(batch) * negatives)
+        images = [colour_image(index) if index is not None else None for index in images]
+        out = {
+            "inputs": self.processor(text=texts, images=images),
+            "num_queries": len(batch),
+            "num_negatives": negatives,
+            "query_ids": torch.tensor([content_id(r["query"], r["query_image"]) for r in batch]),
+            "target_ids": torch.tensor([content_id(r["target"], r["target_image"]) for r in batch]),
+        }
+        if negatives:
+            out["negative_ids"] = torch.tensor([[content_id(t, None) for t in r["negatives"]] for r in batch])
+        return out
