@@ -1,0 +1,343 @@
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from llave_hf.evaluation import (
+    MMEB_DATASETS,
+    MMEBDataError,
+    MMEBEvaluator,
+    RetrievalEvalCallback,
+    aggregate_mmeb,
+    main,
+)
+
+
+CONCEPTS = ("cat", "dog", "bird", "fish")
+COLORS = {(255, 0, 0): "cat", (0, 255, 0): "dog", (0, 0, 255): "bird", (255, 255, 0): "fish"}
+CLASSIFY = "<|image_1|> Represent the given image for classification."
+CAPTION = "Find me an everyday image that matches the given caption: "
+IMAGE_TARGET = "<|image_1|> Represent the given image."
+
+
+class FakeEncoder:
+    """Embeds by content, so right answers are known by construction: one dimension per concept, +1 for each concept
+    word in the text and +1 for the concept whose colour the image has. Records every item it is asked for."""
+
+    def __init__(self):
+        self.items = []
+
+    def __call__(self, texts, images, **kwargs):
+        self.items.extend(zip(texts, images))
+        embeddings = torch.zeros(len(texts), len(CONCEPTS) + 1)
+        for row, (text, image) in enumerate(zip(texts, images)):
+            for word in (text or "").split():
+                if word in CONCEPTS:
+                    embeddings[row, CONCEPTS.index(word)] += 1
+            if image is not None:
+                embeddings[row, CONCEPTS.index(COLORS[Image.open(image).getpixel((0, 0))])] += 1
+            if not embeddings[row].any():
+                embeddings[row, -1] = 1
+        return embeddings
+
+
+def mmeb_row(qry_text, qry_img_path="", tgt_text=None, tgt_img_path=None):
+    """A row in MMEB-eval format; missing candidate texts / image paths are empty strings, as in MMEB files."""
+    size = len(tgt_text if tgt_text is not None else tgt_img_path)
+    return {
+        "qry_text": qry_text,
+        "qry_img_path": qry_img_path,
+        "tgt_text": tgt_text if tgt_text is not None else [""] * size,
+        "tgt_img_path": tgt_img_path if tgt_img_path is not None else [""] * size,
+    }
+
+
+# ImageNet-1K: image queries, label candidates. Rows 0-2 right; row 3 shows a fish but its ground truth is "bird"
+# (wrong on purpose). Row 0 lists its positive twice: the copy is dropped, not counted as a tied negative.
+IMAGENET = [
+    mmeb_row(CLASSIFY, "images/cat.png", ["cat", "dog", "cat", "bird"]),
+    mmeb_row(CLASSIFY, "images/dog.png", ["dog", "cat", "fish"]),
+    mmeb_row(CLASSIFY, "images/bird.png", ["bird", "fish", "dog"]),
+    mmeb_row(CLASSIFY, "images/fish.png", ["bird", "fish", "cat"]),
+]
+# MSCOCO_t2i: text queries, image candidates (image-only, or with the MMEB image template); both right.
+MSCOCO_T2I = [
+    mmeb_row(CAPTION + "a dog", tgt_img_path=["images/dog.png", "images/cat.png"]),
+    mmeb_row(
+        CAPTION + "a bird",
+        tgt_text=[IMAGE_TARGET] * 3,
+        tgt_img_path=["images/bird.png", "images/fish.png", "images/dog.png"],
+    ),
+]
+# A custom dataset outside MMEB: one right, one wrong.
+EMOJI = [
+    mmeb_row("fish", tgt_img_path=["images/fish.png", "images/cat.png"]),
+    mmeb_row("bird", tgt_img_path=["images/cat.png", "images/bird.png"]),
+]
+NUM_ITEMS = {"ImageNet-1K": 4 + 4, "MSCOCO_t2i": 2 + 5, "Emoji_t2i": 2 + 3}  # distinct (text, image) per dataset
+
+
+def write_images(folder):
+    os.makedirs(folder, exist_ok=True)
+    for color, concept in COLORS.items():
+        Image.new("RGB", (4, 4), color).save(os.path.join(folder, f"{concept}.png"))
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    root = tmp_path / "mmeb"
+    write_images(root / "images")
+    pq.write_table(pa.Table.from_pylist(IMAGENET), root / "ImageNet-1K.parquet")
+    with open(root / "MSCOCO_t2i.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in MSCOCO_T2I)
+    pq.write_table(pa.Table.from_pylist(EMOJI), root / "Emoji_t2i.parquet")
+    return str(root)
+
+
+def test_scores_known_by_construction(data_dir, tmp_path):
+    encoder = FakeEncoder()
+    output_dir = str(tmp_path / "out")
+    evaluator = MMEBEvaluator(data_dir, output_dir=output_dir, batch_size=3, k_values=(1, 2), show_progress_bar=False)
+    assert evaluator.dataset_names == ["ImageNet-1K", "MSCOCO_t2i", "Emoji_t2i"]  # MMEB order, then the others
+    results = evaluator.evaluate(encoder)
+
+    imagenet = results["datasets"]["ImageNet-1K"]
+    assert imagenet["meta_task"] == "Classification" and imagenet["split"] == "IND"
+    # Row 3: "fish" scores 1, the positive "bird" ties "cat" at 0 and ranks below it (ties are pessimistic): rank 3.
+    expected = {"precision@1": 0.75, "recall@1": 0.75, "recall@2": 0.75, "mrr": (1 + 1 + 1 + 1 / 3) / 4}
+    assert imagenet["scores"] == pytest.approx(expected)
+    # Cosines are 1 for the matching concept and 0 otherwise; row 3: positive 0, hardest negative ("fish") 1.
+    assert imagenet["similarity"] == pytest.approx(
+        {"positive_mean": 0.75, "hardest_negative_mean": 0.25, "negative_mean": 1 / 8, "gap": 0.5}
+    )
+    assert imagenet["counts"] == {
+        "num_queries": 4,
+        "num_candidates": 12,
+        "min_candidates": 3,
+        "max_candidates": 3,
+        "num_encoded_items": 8,
+        "num_duplicate_positives": 1,
+        "num_tied_top": 0,
+        "max_queries": None,
+    }
+    assert results["datasets"]["MSCOCO_t2i"]["scores"]["precision@1"] == 1.0
+    assert results["datasets"]["Emoji_t2i"]["scores"]["precision@1"] == 0.5
+    assert results["datasets"]["Emoji_t2i"]["meta_task"] is None
+
+    # Every distinct item encoded exactly once per dataset; the MMEB placeholder reaches the encoder untouched;
+    # empty texts / paths become None and image paths are resolved against the data folder.
+    assert len(encoder.items) == sum(NUM_ITEMS.values())
+    assert (CLASSIFY, os.path.join(data_dir, "images/cat.png")) in encoder.items
+    assert (None, os.path.join(data_dir, "images/dog.png")) in encoder.items
+    assert ("cat", None) in encoder.items
+
+    aggregate = results["aggregate"]
+    assert aggregate["Classification"] == 0.75 and aggregate["Retrieval"] == 1.0
+    assert aggregate["VQA"] is None and aggregate["OOD"] is None
+    assert aggregate["IND"] == aggregate["Overall"] == 0.875  # Emoji_t2i stays out
+    assert aggregate["num_datasets"]["Overall"] == 2
+    assert aggregate["other"] == {"Emoji_t2i": 0.5}
+
+    with open(os.path.join(output_dir, "ImageNet-1K.json")) as f:
+        assert json.load(f) == imagenet
+    summary = open(os.path.join(output_dir, "summary.md")).read()
+    assert "| ImageNet-1K | Classification | IND | 75.0 | 75.0 | 83.3 | 0.750 | 0.250 | 0.500 | 4 |" in summary
+    assert "| 75.0 (1) | - (0) | 100.0 (1) | - (0) | 87.5 (2) | - (0) | 87.5 (2) |" in summary
+    assert "left out of the aggregates: Emoji_t2i" in summary
+    with Image.open(os.path.join(output_dir, imagenet["histogram"])) as png:
+        assert png.format == "PNG" and png.size == (640, 400)
+
+
+def test_resume_skips_finished_datasets(data_dir, tmp_path):
+    output_dir = str(tmp_path / "out")
+    first = MMEBEvaluator(data_dir, output_dir=output_dir, show_progress_bar=False).evaluate(FakeEncoder())
+
+    encoder = FakeEncoder()
+    second = MMEBEvaluator(data_dir, output_dir=output_dir, show_progress_bar=False).evaluate(encoder)
+    assert encoder.items == []
+    assert second == first
+
+    os.remove(os.path.join(output_dir, "MSCOCO_t2i.json"))
+    encoder = FakeEncoder()
+    third = MMEBEvaluator(data_dir, output_dir=output_dir, show_progress_bar=False).evaluate(encoder)
+    assert len(encoder.items) == NUM_ITEMS["MSCOCO_t2i"]
+    assert third == first
+
+
+def test_in_memory_hub_and_max_queries(data_dir, monkeypatch):
+    image_root = os.path.join(data_dir, "images")
+    strip = [{**row, "qry_img_path": os.path.basename(row["qry_img_path"])} for row in IMAGENET]
+    columns = {key: [row[key] for row in MSCOCO_T2I] for key in MSCOCO_T2I[0]}
+    columns["tgt_img_path"] = [[os.path.basename(p) for p in paths] for paths in columns["tgt_img_path"]]
+    evaluator = MMEBEvaluator(
+        {"ImageNet-1K": strip, "MSCOCO_t2i": columns}, image_root=image_root, max_queries=3, show_progress_bar=False
+    )
+    encoder = FakeEncoder()
+    results = evaluator.evaluate(encoder)
+    assert results["datasets"]["ImageNet-1K"]["scores"]["precision@1"] == 1.0  # the wrong row 3 is cut off
+    assert results["datasets"]["ImageNet-1K"]["counts"]["num_queries"] == 3
+    assert results["datasets"]["MSCOCO_t2i"]["counts"]["num_queries"] == 2
+    assert (IMAGE_TARGET, os.path.join(image_root, "fish.png")) in encoder.items
+    assert (CLASSIFY, os.path.join(image_root, "fish.png")) not in encoder.items  # query of the cut row
+
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list(IMAGENET)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    hub = MMEBEvaluator("TIGER-Lab/MMEB-eval", datasets=["ImageNet-1K"], image_root=data_dir, show_progress_bar=False)
+    assert hub.evaluate(FakeEncoder())["datasets"]["ImageNet-1K"]["scores"]["precision@1"] == 0.75
+    assert calls == [("TIGER-Lab/MMEB-eval", "ImageNet-1K", "test")]
+    assert MMEBEvaluator("TIGER-Lab/MMEB-eval").dataset_names == list(MMEB_DATASETS)
+
+
+def _row(**changes):
+    return {**IMAGENET[1], **changes}
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([_row(), _row(tgt_text=[], tgt_img_path=[])], "Dataset 'Bad', row 1: empty candidate list"),
+        ([_row(tgt_text=["dog", "cat"], tgt_img_path=[""])], "row 0: tgt_text has 2 items but tgt_img_path has 1"),
+        ([{"qry_text": "x", "qry_img_path": "", "tgt_text": ["y"]}], r"row 0: missing column\(s\) \['tgt_img_path'\]"),
+        ({"qry_text": ["x"], "qry_img_path": [""], "tgt_text": [["y"]]}, r"'Bad': missing column\(s\) \['tgt_img_"),
+        ([_row(), _row(tgt_img_path=["", "images/zebra.png", ""])], "row 1, candidate 1 = 'images/zebra.png': image"),
+        ([_row(tgt_text="dog")], "row 0: tgt_text must be a list, got str"),
+        ([_row(tgt_text=["", "cat"], tgt_img_path=["", ""])], "row 0: candidate 0 has neither text nor image"),
+        ([_row(qry_text=3)], "row 0: qry text must be a string, got 3"),
+        ([], "Dataset 'Bad' has no rows"),
+    ],
+)
+def test_bad_input_fails_before_encoding(data_dir, rows, message):
+    encoder = FakeEncoder()
+    evaluator = MMEBEvaluator({"Bad": rows}, image_root=data_dir, show_progress_bar=False)
+    with pytest.raises(MMEBDataError, match=message):
+        evaluator.evaluate(encoder)
+    assert encoder.items == []
+
+
+def test_bad_input_in_files(data_dir):
+    table = pa.Table.from_pylist([{"qry_text": "x", "qry_img_path": ""}])
+    pq.write_table(table, os.path.join(data_dir, "Bad.parquet"))
+    with pytest.raises(MMEBDataError, match=r"Dataset 'Bad': missing column\(s\) \['tgt_text', 'tgt_img_path'\]"):
+        MMEBEvaluator(data_dir, datasets=["Bad"]).prepare("Bad")
+    with pytest.raises(MMEBDataError, match=r"Dataset\(s\) \['Nope'\] not found"):
+        MMEBEvaluator(data_dir, datasets=["ImageNet-1K", "Nope"])
+    with open(os.path.join(data_dir, "Broken.jsonl"), "w") as f:
+        f.write(json.dumps(IMAGENET[0]) + "\n{not json\n")
+    with pytest.raises(MMEBDataError, match="Dataset 'Broken', .*Broken.jsonl line 2"):
+        MMEBEvaluator(data_dir, datasets=["Broken"]).prepare("Broken")
+    with pytest.raises(TypeError, match="with `encode` or an encode callable, got Linear"):
+        MMEBEvaluator(data_dir, datasets=["ImageNet-1K"]).evaluate(torch.nn.Linear(2, 2))
+    with pytest.raises(MMEBDataError, match="image file not found: .*elsewhere.*cat.png"):
+        MMEBEvaluator(data_dir, datasets=["ImageNet-1K"], image_root=os.path.join(data_dir, "elsewhere")).prepare(
+            "ImageNet-1K"
+        )
+
+
+def test_aggregate_reproduces_llave_7b():
+    # LLaVE-7B per-dataset P@1 from the paper, in MMEB_DATASETS order.
+    paper = [
+        77.1, 82.1, 74.3, 90.3, 79.1, 45.1, 51.6, 90.9, 46.2, 20.1,
+        71.1, 70.8, 90.3, 53.5, 62.2, 55.8, 54.4, 48.5, 68.4, 79.4,
+        83.0, 54.5, 76.6, 81.2, 78.9, 74.7, 67.0, 90.4, 23.3, 63.9, 68.0, 89.1,
+        87.0, 95.4, 92.8, 92.5,
+    ]  # fmt: skip
+    scores = dict(zip(MMEB_DATASETS, paper))
+    published = {"Classification": 65.7, "VQA": 65.4, "Retrieval": 70.9, "Grounding": 91.9}
+    published.update({"IND": 75.0, "OOD": 64.4, "Overall": 70.3})
+
+    aggregate = aggregate_mmeb({**scores, "Emoji_t2i": 12.0})
+    for key, value in published.items():
+        assert aggregate[key] == pytest.approx(value, abs=0.1), key
+    assert aggregate["num_datasets"] == {
+        "Classification": 10, "VQA": 10, "Retrieval": 12, "Grounding": 4, "IND": 20, "OOD": 16, "Overall": 36,
+    }  # fmt: skip
+    assert aggregate["other"] == {"Emoji_t2i": 12.0}
+
+
+class TinyEncoderModel(torch.nn.Module):
+    """A trainable module exposing `encode`, to drive the callback through a real Trainer."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.fake = FakeEncoder()
+        self.modes = []
+
+    def forward(self, x, labels=None):
+        return {"loss": ((self.weight * x) ** 2).mean()}
+
+    def encode(self, texts, images, **kwargs):
+        self.modes.append(self.training)
+        return self.fake(texts, images)
+
+
+def test_trainer_callback_logs_p1(data_dir, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model = TinyEncoderModel()
+    train = [{"x": torch.tensor([1.0])}] * 8
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, learning_rate=0.1, logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=True,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=train[:4])
+    evaluator = MMEBEvaluator(data_dir, datasets=["ImageNet-1K"], show_progress_bar=False, keep_in_memory=True)
+    trainer.add_callback(RetrievalEvalCallback(evaluator, trainer, every_n_steps=1))
+    trainer.train()
+    key = "eval_ImageNet-1K_p@1"
+    logged = [(entry["step"], entry[key]) for entry in trainer.state.log_history if key in entry]
+    assert logged == [(1, 0.75), (2, 0.75)]
+    assert model.modes == [False, False] and model.training  # eval mode while encoding, then restored
+
+    # Default mode: runs with the trainer's evaluation and adds to its metrics (usable as metric_for_best_model).
+    trainer.remove_callback(RetrievalEvalCallback)
+    two = MMEBEvaluator(data_dir, datasets=["ImageNet-1K", "Emoji_t2i"], show_progress_bar=False)
+    trainer.add_callback(RetrievalEvalCallback(two, trainer))
+    metrics = trainer.evaluate()
+    assert metrics["eval_ImageNet-1K_p@1"] == 0.75 and metrics["eval_Emoji_t2i_p@1"] == 0.5
+    assert metrics["eval_mean_p@1"] == pytest.approx(0.625)
+    assert trainer.state.log_history[-1]["eval_mean_p@1"] == pytest.approx(0.625)
+
+
+def test_cli_end_to_end_with_tiny_model(data_dir, tmp_path, capsys):
+    from llave_hf.testing import tiny_model_and_processor
+
+    model, processor = tiny_model_and_processor("llava_onevision")
+    model_dir, output_dir = str(tmp_path / "model"), str(tmp_path / "out")
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    main(["--model", model_dir, "--data", data_dir, "--datasets", "ImageNet-1K", "MSCOCO_t2i"]
+         + ["--output", output_dir, "--batch-size", "4", "--max-queries", "3"])  # fmt: skip
+
+    printed = capsys.readouterr().out
+    assert "| ImageNet-1K | Classification | IND |" in printed and "| MSCOCO_t2i | Retrieval | IND |" in printed
+    assert sorted(os.listdir(output_dir)) == [
+        "ImageNet-1K.json", "ImageNet-1K_similarity.png", "MSCOCO_t2i.json", "MSCOCO_t2i_similarity.png",
+        "summary.json", "summary.md",
+    ]  # fmt: skip
+    with open(os.path.join(output_dir, "ImageNet-1K.json")) as f:
+        result = json.load(f)
+    assert result["counts"]["num_queries"] == 3 and 0.0 <= result["scores"]["precision@1"] <= 1.0
+    assert -1.0 <= result["similarity"]["positive_mean"] <= 1.0
+    # The random tiny model's own cosines, recomputed directly, give the same P@1.
+    texts = [row["tgt_text"] for row in IMAGENET[:3]]
+    queries = model.encode(
+        texts=[CLASSIFY] * 3, images=[os.path.join(data_dir, row["qry_img_path"]) for row in IMAGENET[:3]]
+    )
+    right = 0
+    for query, candidates in zip(queries, texts):
+        unique = list(dict.fromkeys(candidates))  # the duplicate of the positive is dropped
+        scores = model.encode(texts=unique) @ query
+        right += int(scores[0] > scores[1:].max())
+    assert result["scores"]["precision@1"] == pytest.approx(right / 3)
