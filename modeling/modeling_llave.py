@@ -253,20 +253,25 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         from tqdm.auto import tqdm  # transformers depends on tqdm
 
         embeddings = torch.empty(size, self.config.hidden_size, dtype=torch.float32)
-        for start in tqdm(range(0, size, batch_size), desc="Encoding", disable=not show, unit="batch"):
-            indices = order[start : start + batch_size]
-            names = [f"item {i}" for i in indices]
-            batch_images = [
-                load_image(images[i], name) if images[i] is not None else None for i, name in zip(indices, names)
-            ]
-            inputs = processor(
-                text=[texts[i] for i in indices], images=batch_images, instruction=instruction, item_names=names
-            ).to(self.device)
-            batch_embeddings = self(**inputs).embeddings.float().cpu()
-            bad = (~torch.isfinite(batch_embeddings).all(dim=1)).nonzero().flatten().tolist()
-            if bad:
-                raise ValueError(f"non-finite embedding for {', '.join(names[b] for b in bad)}.")
-            embeddings[indices] = batch_embeddings
+        was_training = self.training
+        self.eval()  # no dropout: an item's embedding must not depend on the call
+        try:
+            for start in tqdm(range(0, size, batch_size), desc="Encoding", disable=not show, unit="batch"):
+                indices = order[start : start + batch_size]
+                names = [f"item {i}" for i in indices]
+                batch_images = [
+                    load_image(images[i], name) if images[i] is not None else None for i, name in zip(indices, names)
+                ]
+                inputs = processor(
+                    text=[texts[i] for i in indices], images=batch_images, instruction=instruction, item_names=names
+                ).to(self.device)
+                batch_embeddings = self(**inputs).embeddings.float().cpu()
+                bad = (~torch.isfinite(batch_embeddings).all(dim=1)).nonzero().flatten().tolist()
+                if bad:
+                    raise ValueError(f"non-finite embedding for {', '.join(names[b] for b in bad)}.")
+                embeddings[indices] = batch_embeddings
+        finally:
+            self.train(was_training)
 
         if convert_to == "numpy":
             return embeddings.numpy()

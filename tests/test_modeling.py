@@ -242,3 +242,11 @@ def test_text_longer_than_max_length_is_truncated_with_a_warning(caplog):
     processor.max_length = 10
     with pytest.raises(ValueError, match="item 0: the prompt template and image tokens alone take"):
         processor(text=["short"])
+
+
+def test_encode_runs_without_dropout_and_restores_training_mode():
+    model, _ = tiny_model_and_processor("qwen2", attention_dropout=0.5)
+    expected = model.encode(texts=["a dog", "a cat on a mat"])
+    model.train()
+    torch.testing.assert_close(model.encode(texts=["a dog", "a cat on a mat"]), expected, rtol=0, atol=0)
+    assert model.training
