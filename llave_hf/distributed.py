@@ -1,7 +1,7 @@
 """Process-group helpers for the cross-device contrastive loss.
 
 LLaVE gathers queries and targets from every process WITH gradient, so that each process scores its own rows
-against all ``world_size * batch`` candidates (LLaVE paper, Lan et al. 2025, arXiv 2503.04812, Sec. 3.3).
+against all ``world_size * batch`` candidates (LLaVE paper, Lan et al. 2025, arXiv 2503.04812).
 A plain ``torch.distributed.all_gather`` returns tensors detached from the graph: the loss would then only
 send gradient into this process's own rows, which is a wrong gradient, not merely a rescaled one.
 

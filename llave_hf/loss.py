@@ -1,7 +1,7 @@
 r"""Hardness-weighted contrastive loss of LLaVE.
 
 Reference: Lan et al., "LLaVE: Large Language and Vision Embedding Models with Hardness-Weighted Contrastive
-Learning", Findings of EMNLP 2025, arXiv 2503.04812, Sec. 3.2-3.3.
+Learning", Findings of EMNLP 2025, arXiv 2503.04812.
 
 For query ``q_i`` with positive target ``t_i`` and candidates ``c_j`` (every target, optionally gathered from all
 K processes, then the hard negatives), ``s_ij = <q_i, c_j>`` (cosine, embeddings are L2-normalised), ``τ`` the

@@ -1,0 +1,91 @@
+"""Cross-process gathering: a 2-process step must equal one process on the concatenated batch (LLAVE.md §3, §6)."""
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llave_hf.distributed import all_gather_no_grad, all_gather_with_grad, get_rank_and_world_size
+from llave_hf.loss import hardness_weighted_contrastive_loss
+
+
+WORKER_PATH = Path(__file__).parent / "distributed_workers" / "loss_worker.py"
+
+
+def _load_worker():
+    spec = importlib.util.spec_from_file_location("loss_worker", WORKER_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_single_process_helpers_are_no_ops():
+    tensor = torch.randn(3, 4, requires_grad=True)
+    assert get_rank_and_world_size() == (0, 1)
+    assert all_gather_with_grad(tensor) is tensor
+    assert all_gather_no_grad(tensor) is tensor
+
+
+def test_gather_flag_without_process_group_equals_local_loss():
+    generator = torch.Generator().manual_seed(0)
+    query = F.normalize(torch.randn(4, 8, generator=generator), dim=-1)
+    target = F.normalize(torch.randn(4, 8, generator=generator), dim=-1)
+    hard_negatives = F.normalize(torch.randn(4, 2, 8, generator=generator), dim=-1)
+    local = hardness_weighted_contrastive_loss(query, target, hard_negatives=hard_negatives)
+    gathered = hardness_weighted_contrastive_loss(
+        query, target, hard_negatives=hard_negatives, gather_across_devices=True
+    )
+    torch.testing.assert_close(gathered, local, rtol=0, atol=0)
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_match_one_process_on_the_full_batch(tmp_path):
+    worker = _load_worker()
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={worker.WORLD_SIZE}"]
+    command += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER_PATH), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=110)
+    assert completed.returncode == 0, f"workers failed:\n{completed.stdout[-4000:]}\n{completed.stderr[-4000:]}"
+    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(worker.WORLD_SIZE)]
+
+    for rank, result in enumerate(results):
+        assert result["rank_from_torch"].tolist() == [rank, worker.WORLD_SIZE]
+        assert result["rank_from_accelerate"].tolist() == [rank, worker.WORLD_SIZE]
+        assert result["gathered_ids"].tolist() == [0, 10, 1, 11]
+
+    batch = worker.global_batch()
+    for name, config in worker.CONFIGS.items():
+        weight = batch["weight"].clone().requires_grad_(True)
+        query = worker.encode(batch["query_inputs"], weight)
+        target = worker.encode(batch["target_inputs"], weight)
+        kwargs = worker.loss_kwargs(config, batch, slice(None), weight)
+        embeddings = {"query": query, "target": target}
+        if "hard_negatives" in kwargs:
+            embeddings["hard_negatives"] = kwargs["hard_negatives"]
+        for embedding in embeddings.values():
+            embedding.retain_grad()
+        loss = hardness_weighted_contrastive_loss(query, target, **kwargs)
+        loss.backward()
+
+        rank_losses = torch.stack([result[f"{name}/loss"] for result in results])
+        assert not torch.allclose(rank_losses[0], rank_losses[1]), "degenerate batch: ranks see the same loss"
+        torch.testing.assert_close(rank_losses.mean(), loss.detach(), rtol=0, atol=1e-6, msg=f"{name}: loss")
+        for result in results:
+            torch.testing.assert_close(
+                result[f"{name}/weight_grad"], weight.grad, rtol=0, atol=1e-6, msg=f"{name}: averaged W grad"
+            )
+        for key, embedding in embeddings.items():
+            assembled = torch.cat([result[f"{name}/{key}_grad"] for result in results])
+            torch.testing.assert_close(assembled, embedding.grad, rtol=0, atol=1e-6, msg=f"{name}: {key} grad")
