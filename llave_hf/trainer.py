@@ -8,6 +8,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
 
 from .grad_cache import grad_cache_backward
+from .hub import HubPublishMixin, TokenRedactingArgumentsMixin
 from .loss import hardness_weighted_contrastive_loss
 
 
@@ -17,8 +18,11 @@ DIAGNOSTICS = ("positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1
 
 
 @dataclass
-class ContrastiveTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the LLaVE loss and what the released code lacks (defaults: the released recipe)."""
+class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArguments):
+    """`TrainingArguments` plus the LLaVE loss and what the released code lacks (defaults: the released recipe).
+
+    Pickled copies (`training_args.bin`, pushed with checkpoints) carry no `hub_token`.
+    """
 
     loss_alpha: float = field(
         default=9.0, metadata={"help": "Hardness weight α: each negative's logit gets + α·stopgrad(s). 0 = InfoNCE."}
@@ -92,13 +96,15 @@ def freeze_vision_tower(model) -> int:
     return frozen
 
 
-class ContrastiveTrainer(Trainer):
+class ContrastiveTrainer(HubPublishMixin, Trainer):
     """`Trainer` whose loss is LLaVE's hardness-weighted contrastive loss.
 
     Batches come from `llave_hf.data.ContrastiveCollator`: queries, targets and hard negatives in one processor
     batch, encoded in ONE forward of the wrapped model (DDP forbids two per step), then gathered across processes and
     scored. With `grad_cache_chunk_size > 0` the step runs through GradCache. Logs the mean positive cosine, the mean
     hardest-negative cosine, their gap, in-batch top-1 accuracy and the mean hardness weight, and warns on collapse.
+    With `--push_to_hub`, every push carries our model card, the modeling files and the inference handler
+    (`HubPublishMixin`; `hub_card_kwargs=` feeds the card).
     """
 
     def __init__(self, *args, **kwargs):
