@@ -74,9 +74,10 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
         # A text-only batch leaves the projector (and a frozen tower's unused layers) without gradients.
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = True
-        if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
+        if self.activation_checkpointing and self.activation_checkpointing_kwargs is None:
             # Reentrant checkpointing breaks with find_unused_parameters and with frozen inputs.
-            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
+            self.activation_checkpointing_kwargs = {"use_reentrant": False}
+            self.gradient_checkpointing_kwargs = self.activation_checkpointing_kwargs  # the deprecated alias mirrors it
 
 
 def freeze_vision_tower(model) -> int:

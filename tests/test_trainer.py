@@ -198,8 +198,8 @@ def test_arguments_validate(tmp_path):
         _args(tmp_path, hardness_normalization="max")
     with pytest.raises(ValueError, match="GradCache .* does not run under DeepSpeed"):
         _args(tmp_path, grad_cache_chunk_size=4, deepspeed={"zero_optimization": {"stage": 2}})
-    args = _args(tmp_path, gradient_checkpointing=True)
-    assert args.ddp_find_unused_parameters and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    args = _args(tmp_path, activation_checkpointing=True)
+    assert args.ddp_find_unused_parameters and args.activation_checkpointing_kwargs == {"use_reentrant": False}
     assert args.remove_unused_columns is False
 
 
@@ -261,3 +261,16 @@ def test_deepspeed_zero2_runs_contrastive_steps_on_cpu(tmp_path):
     # ZeRO-2 in float32 shards optimizer state only: it must train like DDP on the same data
     one = _train(tmp_path, "llava_onevision", rows(6 * STEPS, negatives=1), per_device_train_batch_size=6)
     _assert_params_close(results["zero2"]["params"], {k: v.detach() for k, v in one.model.state_dict().items()}, 1e-4)
+
+
+def test_activation_checkpointing_gives_the_same_step(tmp_path):
+    data = rows(8, negatives=0)
+    plain = _train(tmp_path / "plain", "llava_onevision", data, per_device_train_batch_size=4, max_steps=2)
+    checkpointed = _train(
+        tmp_path / "ckpt", "llava_onevision", data, per_device_train_batch_size=4, max_steps=2,
+        activation_checkpointing=True,
+    )  # fmt: skip
+    assert checkpointed.model.backbone.language_model.is_gradient_checkpointing
+    expected = dict(plain.model.named_parameters())
+    for name, parameter in checkpointed.model.named_parameters():
+        torch.testing.assert_close(parameter, expected[name], rtol=0, atol=1e-6, msg=name)

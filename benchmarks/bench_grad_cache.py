@@ -1,0 +1,113 @@
+"""GradCache vs an uncached step at the same batch: peak memory and time, measured side by side.
+
+Targets: memory ratio <= 0.5, time ratio <= 1.5. The model is tiny but not trivial: a LLaVA-OneVision backbone with
+a 4-layer, 256-wide language model and a SigLIP tower at 32 px, batch of image and text pairs plus hard negatives.
+Peak memory is each variant's peak resident memory over its set-up, measured in a fresh process per variant (CPU has
+no allocator counters); time is the median of interleaved steps in one process.
+
+    python benchmarks/bench_grad_cache.py [--pairs 64] [--chunk 16] [--repeats 3]
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+
+
+def _setup(pairs: int):
+    from trainer_fixtures import TinyCollator, rows
+
+    from llave_hf.loss import hardness_weighted_contrastive_loss
+    from llave_hf.testing import tiny_model_and_processor
+
+    model, processor = tiny_model_and_processor(
+        "llava_onevision", hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=8,
+        num_key_value_heads=4,
+    )  # fmt: skip
+    model.train()
+    batch = TinyCollator(processor)(rows(pairs, negatives=1))
+
+    def loss_fn(embeddings):
+        return hardness_weighted_contrastive_loss(
+            embeddings[:pairs], embeddings[pairs : 2 * pairs], hard_negatives=embeddings[2 * pairs :].view(pairs, 1, -1)
+        )
+
+    return model, batch["inputs"], loss_fn
+
+
+def _step(model, inputs, loss_fn, chunk: int) -> None:
+    from llave_hf.grad_cache import grad_cache_backward
+
+    model.zero_grad(set_to_none=False)
+    if chunk:
+        token = model.config.backbone_config.image_token_id
+        grad_cache_backward(model, inputs, chunk, loss_fn, torch.Tensor.backward, image_token_id=token)
+    else:
+        loss_fn(model(**inputs).embeddings).backward()
+
+
+def _rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def measure_memory(pairs: int, chunk: int) -> None:
+    """Runs in a fresh process: prints the peak resident memory one step adds over its set-up."""
+    model, inputs, loss_fn = _setup(pairs)
+    # gradients exist in both variants: allocate them before the baseline
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    baseline = _rss_bytes()
+    _step(model, inputs, loss_fn, chunk)
+    print(json.dumps({"peak_bytes": _rss_bytes() - baseline}))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--chunk", type=int, default=16, help="GradCache chunk size in rows")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child is not None:
+        measure_memory(args.pairs, args.memory_child)
+        return
+
+    peaks = {}
+    for name, chunk in (("uncached", 0), ("gradcache", args.chunk)):
+        command = [sys.executable, __file__, "--pairs", str(args.pairs), "--memory-child", str(chunk)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        peaks[name] = json.loads(output.strip().splitlines()[-1])["peak_bytes"]
+
+    model, inputs, loss_fn = _setup(args.pairs)
+    variants = (("uncached", 0), ("gradcache", args.chunk))
+    for _, chunk in variants:  # warm-up
+        _step(model, inputs, loss_fn, chunk)
+    samples = {name: [] for name, _ in variants}
+    for _ in range(args.repeats):  # interleaved, so machine load hits both alike
+        for name, chunk in variants:
+            start = time.perf_counter()
+            _step(model, inputs, loss_fn, chunk)
+            samples[name].append(time.perf_counter() - start)
+    times = {name: statistics.median(values) for name, values in samples.items()}
+
+    rows = inputs["input_ids"].shape[0]
+    print(f"GradCache benchmark: {args.pairs} pairs + {args.pairs} hard negatives = {rows} rows, chunk {args.chunk}, "
+          f"{inputs['input_ids'].shape[1]} tokens max, torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
+    print(f"{'':12}{'peak memory (MiB)':>20}{'step time (s)':>16}")
+    for name in ("uncached", "gradcache"):
+        print(f"{name:12}{peaks[name] / 2**20:>20.1f}{times[name]:>16.3f}")
+    print(f"memory ratio gradcache/uncached: {peaks['gradcache'] / peaks['uncached']:.2f} (target <= 0.5)")
+    print(f"time ratio gradcache/uncached:   {times['gradcache'] / times['uncached']:.2f} (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
