@@ -5,39 +5,20 @@ import sys
 
 import pytest
 import torch
-from trainer_fixtures import TinyCollator, rows
+from trainer_fixtures import TinyCollator, rows, tiny_training_args
 
 from llave_hf.grad_cache import grad_cache_backward, slice_rows
 from llave_hf.loss import hardness_weighted_contrastive_loss
 from llave_hf.testing import tiny_model_and_processor
-from llave_hf.trainer import ContrastiveTrainer, ContrastiveTrainingArguments, freeze_vision_tower
+from llave_hf.trainer import ContrastiveTrainer, freeze_vision_tower
 
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_workers", "trainer_worker.py")
-STEPS = 2  # as in the worker
+STEPS = 2  # as in tiny_training_args and the worker
 
 
 def _args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        per_device_train_batch_size=6,
-        max_steps=STEPS,
-        learning_rate=1e-3,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        train_sampling_strategy="sequential",
-        dataloader_drop_last=True,
-        mask_false_negatives=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-    )
-    values.update(overrides)
-    return ContrastiveTrainingArguments(**values)
+    return tiny_training_args(str(tmp_path / "out"), **overrides)
 
 
 def _train(tmp_path, family, batch_rows, **overrides):

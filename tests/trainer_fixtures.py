@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from llave_hf.trainer import ContrastiveTrainingArguments
+
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "pink", "brown", "grey", "cyan"]
 
@@ -37,6 +39,30 @@ def rows(count: int, with_images: bool = True, negatives: int = 0) -> list[dict]
         item["negatives"] = [f"a distractor {index} {k}" for k in range(negatives)]
         items.append(item)
     return items
+
+
+def tiny_training_args(output_dir: str, **overrides) -> ContrastiveTrainingArguments:
+    """Deterministic arguments for comparing runs: sequential data, constant lr, no clipping or decay, no saving."""
+    values = dict(
+        output_dir=output_dir,
+        use_cpu=True,
+        per_device_train_batch_size=6,
+        max_steps=2,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        dataloader_drop_last=True,
+        mask_false_negatives=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
+    values.update(overrides)
+    return ContrastiveTrainingArguments(**values)
 
 
 def content_id(text: str, image) -> int:

@@ -12,13 +12,11 @@ import torch.distributed as dist
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from trainer_fixtures import TinyCollator, rows  # noqa: E402
+from trainer_fixtures import TinyCollator, rows, tiny_training_args  # noqa: E402
 
 from llave_hf.testing import tiny_model_and_processor  # noqa: E402
-from llave_hf.trainer import ContrastiveTrainer, ContrastiveTrainingArguments  # noqa: E402
+from llave_hf.trainer import ContrastiveTrainer  # noqa: E402
 
-
-STEPS = 2
 
 
 def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_stage: int) -> None:
@@ -32,30 +30,13 @@ def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_sta
             "train_batch_size": "auto",
             "gradient_clipping": "auto",
         }
-    args = ContrastiveTrainingArguments(
-        output_dir=os.path.join(out_dir, name),
-        use_cpu=True,
-        per_device_train_batch_size=batch,
-        max_steps=STEPS,
-        learning_rate=1e-3,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        train_sampling_strategy="sequential",
-        dataloader_drop_last=True,
-        grad_cache_chunk_size=chunk,
-        mask_false_negatives=True,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-        deepspeed=deepspeed,
+    args = tiny_training_args(
+        os.path.join(out_dir, name), per_device_train_batch_size=batch, grad_cache_chunk_size=chunk, deepspeed=deepspeed
     )
     trainer = ContrastiveTrainer(
         model=model,
         args=args,
-        train_dataset=rows(batch * STEPS * args.world_size, negatives=1),
+        train_dataset=rows(batch * args.max_steps * args.world_size, negatives=1),
         data_collator=TinyCollator(processor),
         processing_class=processor,
     )
