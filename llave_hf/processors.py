@@ -37,7 +37,9 @@ def build_processor(
     """
     family = backbone_config.model_type
     if family not in SUPPORTED_BACKBONES:
-        raise ValueError(f"Unsupported backbone model_type {family!r}; expected one of {', '.join(SUPPORTED_BACKBONES)}.")
+        raise ValueError(
+            f"Unsupported backbone model_type {family!r}; expected one of {', '.join(SUPPORTED_BACKBONES)}."
+        )
     if family == "qwen2":
         return LlaveTextProcessor(tokenizer=tokenizer, max_length=max_length)
     if image_processor is None:

@@ -1,0 +1,249 @@
+# Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
+"""Train a LLaVE embedding model.
+
+    accelerate launch train.py training_args/llave-2b.yaml [--key value ...]
+    torchrun --nproc_per_node 8 train.py training_args/llave-2b.yaml
+    llave-train training_args/tiny-cpu.yaml --max_steps 20
+
+The YAML file holds `ModelArguments`, `DataArguments` and `ContrastiveTrainingArguments` fields; command-line values
+override it. The model comes from one of `--model_name_or_path` (a LLaVE checkpoint), `--backbone_name_or_path` (a
+pretrained backbone of a supported family, wrapped into a new `LlaveEmbeddingModel`) or `--tiny_backbone` (a tiny
+random model, for CPU runs). The processor is saved beside every checkpoint, so that checkpoints load with
+`AutoModel` and `AutoProcessor`.
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import yaml
+from accelerate import init_empty_weights
+from transformers import AutoModel, AutoProcessor, HfArgumentParser, set_seed
+from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.utils import logging
+
+from .data import ContrastiveCollator, ModalityLengthGroupedSampler, load_mmeb_train
+from .modeling.configuration_llave import LlaveEmbeddingConfig
+from .modeling.modeling_llave import LlaveEmbeddingModel
+from .modeling.processing_llave import LlaveProcessor
+from .processors import load_processor
+from .testing import FAMILIES, tiny_model_and_processor
+from .trainer import ContrastiveTrainer, ContrastiveTrainingArguments
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Where the model comes from: exactly one of the three sources."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A LLaVE checkpoint (LlaveEmbeddingModel folder or Hub id) to train further."}
+    )
+    backbone_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A pretrained backbone (LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, LLaVA or Qwen2, transformers "
+            "layout) wrapped into a new LlaveEmbeddingModel, with its tokenizer and image processor."
+        },
+    )
+    tiny_backbone: str | None = field(
+        default=None,
+        metadata={"help": "A tiny random model of this family (for CPU runs).", "choices": list(FAMILIES)},
+    )
+    pooling: str = field(
+        default="last", metadata={"help": "Pooling of a new model (not a checkpoint).", "choices": ["last", "mean"]}
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "e.g. 'sdpa' or 'flash_attention_2' (the paper used FlashAttention)."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from the checkpoint's repository."})
+
+    def __post_init__(self):
+        sources = [self.model_name_or_path, self.backbone_name_or_path, self.tiny_backbone]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("Give exactly one of --model_name_or_path, --backbone_name_or_path and --tiny_backbone.")
+
+
+@dataclass
+class DataArguments:
+    """MMEB-train-format training data."""
+
+    train_data: str = field(
+        default="TIGER-Lab/MMEB-train",
+        metadata={"help": "Hub dataset id (one config per subset) or a local .parquet/.jsonl file or folder."},
+    )
+    subsets: list[str] | None = field(default=None, metadata={"help": "Subsets to train on (default: all)."})
+    split: str = field(default="original", metadata={"help": "MMEB-train split; LLaVE trains on 'original'."})
+    max_rows_per_subset: int | None = field(
+        default=None, metadata={"help": "First N rows of each subset (LLaVE: 50000)."}
+    )
+    image_root: str | None = field(default=None, metadata={"help": "Folder the image paths are relative to."})
+    num_hard_negatives: int = field(
+        default=0, metadata={"help": "Hard negatives per query from neg_text/neg_image_path (LLaVE: 0)."}
+    )
+    max_length: int = field(default=4096, metadata={"help": "Maximum tokens per prompt (longer texts are truncated)."})
+    skip_bad_samples: bool = field(
+        default=False,
+        metadata={"help": "Replace rows with missing or unreadable images by other rows instead of stopping."},
+    )
+    group_by_modality_length: bool = field(
+        default=False,
+        metadata={"help": "Micro-batches of one query modality (image/text) and similar length, as LLaVE."},
+    )
+
+    def __post_init__(self):
+        self.train_data = os.path.expanduser(self.train_data)
+        if self.image_root is not None:
+            self.image_root = os.path.expanduser(self.image_root)
+
+
+class LlaveTrainer(ContrastiveTrainer):
+    """`ContrastiveTrainer` with a given training sampler (the modality/length-grouped one) and exact resumption."""
+
+    def __init__(self, *args, train_sampler=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_sampler = train_sampler
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.train_sampler is not None:
+            return self.train_sampler
+        return super()._get_train_sampler(train_dataset)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # transformers 5 saves the backbone's weights under their legacy names (`save_pretrained` reverts the weight
+        # conversions), which Trainer's non-strict `load_state_dict` silently skips, so a resumed run would restart
+        # the language model from scratch: load through `from_pretrained`, which renames them back, strictly.
+        model = model if model is not None else self.model
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(loaded.state_dict())
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ContrastiveTrainingArguments]:
+    """Parses `[config.yaml] [--key value ...]`: the YAML values are defaults that command-line values override.
+
+    Without an accelerator (GPU, NPU, ...), bf16 and tf32 default to off (float32 training), whatever the YAML says.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, ContrastiveTrainingArguments))
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        with open(argv.pop(0), encoding="utf-8") as file:
+            parser.set_defaults(**(yaml.safe_load(file) or {}))
+    if not torch.accelerator.is_available():
+        parser.set_defaults(bf16=False, tf32=None)
+    arguments = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    if len(arguments) > 3:  # keys of the YAML file that no argument class has
+        raise ValueError(f"Unknown configuration keys: {', '.join(sorted(vars(arguments[3])))}.")
+    return arguments
+
+
+def _wrap_backbone(backbone) -> LlaveEmbeddingModel:
+    """A new `LlaveEmbeddingModel` around a loaded backbone."""
+    config = LlaveEmbeddingConfig(backbone_config=backbone.config)
+    if is_deepspeed_zero3_enabled():
+        # ZeRO-3 partitions weights as they are created (meta weights would break it): `_from_config` builds (and
+        # initialises) a partitioned placeholder backbone, replaced below.
+        model = LlaveEmbeddingModel._from_config(config)
+    else:
+        with init_empty_weights():  # no second copy of the weights in memory
+            model = LlaveEmbeddingModel(config)
+    model.backbone = backbone
+    return model
+
+
+def load_model_and_processor(model_args: ModelArguments, training_args, max_length: int):
+    """The model to train and its processor, from the source `model_args` names."""
+    if model_args.tiny_backbone:
+        model, processor = tiny_model_and_processor(model_args.tiny_backbone, seed=training_args.seed)
+        model.config.pooling = model_args.pooling
+    else:
+        # DeepSpeed holds bf16 weights itself; DDP mixed precision needs float32 master weights.
+        dtype = torch.bfloat16 if training_args.deepspeed and training_args.bf16 else torch.float32
+        kwargs = dict(dtype=dtype, trust_remote_code=model_args.trust_remote_code)
+        if model_args.attn_implementation:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        if model_args.model_name_or_path:
+            model = AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs)
+            processor = AutoProcessor.from_pretrained(
+                model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
+            )
+            if not isinstance(processor, LlaveProcessor):
+                raise ValueError(
+                    f"{model_args.model_name_or_path} holds no LlaveProcessor (got {type(processor).__name__}): "
+                    "is it a LLaVE checkpoint? For a backbone use --backbone_name_or_path."
+                )
+        else:
+            model = _wrap_backbone(AutoModel.from_pretrained(model_args.backbone_name_or_path, **kwargs))
+            model.config.pooling = model_args.pooling
+            processor = load_processor(
+                model_args.backbone_name_or_path,
+                model.config.backbone_config,
+                trust_remote_code=model_args.trust_remote_code,
+            )
+    processor.max_length = max_length
+    model.processor = processor
+    return model, processor
+
+
+def main(argv: list[str] | None = None) -> ContrastiveTrainer:
+    """Trains as configured by `argv` (default: the command line) and returns the trainer."""
+    model_args, data_args, training_args = parse_args(argv)
+    training_args.remove_unused_columns = False  # the collator reads the raw MMEB columns (LLAVE.md §6)
+    logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+    try:
+        # The arguments come first: under ZeRO-3 they make from_pretrained partition the weights while loading.
+        model, processor = load_model_and_processor(model_args, training_args, data_args.max_length)
+        with training_args.main_process_first(desc="loading the training data"):
+            train_dataset = load_mmeb_train(
+                data_args.train_data,
+                subsets=data_args.subsets,
+                split=data_args.split,
+                max_rows_per_subset=data_args.max_rows_per_subset,
+                require_negatives=data_args.num_hard_negatives > 0,
+            )
+        collator = ContrastiveCollator(
+            processor,
+            num_hard_negatives=data_args.num_hard_negatives,
+            image_root=data_args.image_root,
+            skip_bad_samples=data_args.skip_bad_samples,
+            dataset=train_dataset,
+        )
+        sampler = None
+        if data_args.group_by_modality_length:
+            seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+            sampler = ModalityLengthGroupedSampler.from_dataset(
+                train_dataset, training_args.per_device_train_batch_size, training_args.world_size, seed
+            )
+        trainer = LlaveTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_dataset,
+            data_collator=collator,
+            processing_class=processor,
+            train_sampler=sampler,
+        )
+        resume = training_args.resume_from_checkpoint
+        trainer.train(resume_from_checkpoint=True if resume in ("true", "latest") else resume)
+        skipped = int(
+            trainer.accelerator.reduce(torch.tensor(collator.num_skipped, device=training_args.device), "sum")
+        )
+        trainer.log({"skipped_samples": skipped})  # into the log history (trainer_state.json) and the reporters
+        if skipped:
+            logger.warning(f"Skipped {skipped} bad training rows (see the warnings above for which and why).")
+        trainer.save_model()
+        trainer.save_state()
+        return trainer
+    finally:
+        # 2-process gloo runs sometimes crash at exit without it (LLAVE.md §7)
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""End to end: `train.py` with the presets on tiny models and the on-disk MMEB fixture, in one and two processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mmeb_fixtures import make_mmeb_fixture
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+from llave_hf import LlaveEmbeddingModel, LlaveProcessor
+from llave_hf.data import MMEB_TRAIN_SUBSETS
+from llave_hf.testing import tiny_backbone_config, tiny_processor, tiny_tokenizer
+from llave_hf.train import main, parse_args
+
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = ROOT / "training_args"
+TINY = str(PRESETS / "tiny-cpu.yaml")
+
+
+@pytest.fixture
+def fixture(tmp_path):
+    return make_mmeb_fixture(tmp_path / "mmeb", num_colours=4)  # 16 rows: 8 image queries, 8 text queries
+
+
+def _overrides(fixture, output_dir, **values) -> list[str]:
+    values = {
+        "train_data": fixture["data"],
+        "image_root": fixture["image_root"],
+        "output_dir": output_dir,
+        "per_device_train_batch_size": 8,
+        "lr_scheduler_type": "constant",  # independent of max_steps, so that an interrupted run can be resumed
+        "warmup_steps": 0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        **values,
+    }
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
+
+
+def _losses(log_history) -> list[float]:
+    return [entry["loss"] for entry in log_history if "loss" in entry]
+
+
+def _preset_with(tmp_path, **values) -> str:
+    """The tiny preset with another model source."""
+    config = {k: v for k, v in yaml.safe_load(Path(TINY).read_text()).items() if k != "tiny_backbone"}
+    path = tmp_path / f"{next(iter(values))}.yaml"
+    path.write_text(yaml.safe_dump({**config, **values}))
+    return str(path)
+
+
+def _save_backbone(path: Path) -> LlavaOnevisionForConditionalGeneration:
+    """A tiny pretrained LLaVA-OneVision checkpoint as on the Hub: a generation model, tokenizer, image processor."""
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    source = LlavaOnevisionForConditionalGeneration(tiny_backbone_config("llava_onevision", tokenizer))
+    source.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    tiny_processor("llava_onevision", tokenizer).image_processor.save_pretrained(path)
+    return source
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torchrun(arguments: list[str], script: Path = ROOT / "train.py", preset: str = TINY, timeout: int = 600):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    command += ["--master_port", str(_free_port()), str(script), preset, *arguments]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# presets and arguments
+
+
+def test_every_preset_parses():
+    for preset in sorted(PRESETS.glob("*.yaml")):
+        model_args, data_args, training_args = parse_args([str(preset)])
+        assert training_args.remove_unused_columns is False, preset.name
+        if not torch.accelerator.is_available():
+            assert not training_args.bf16 and not training_args.tf32  # float32 on CPU
+        if training_args.deepspeed:
+            config = json.loads((ROOT / training_args.deepspeed).read_text())
+            assert config["zero_optimization"]["stage"] == 3
+    zero3 = json.loads((PRESETS / "deepspeed" / "zero3.json").read_text())["zero_optimization"]
+    assert zero3["stage3_gather_16bit_weights_on_model_save"] is True
+    assert json.loads((PRESETS / "deepspeed" / "zero2.json").read_text())["zero_optimization"]["stage"] == 2
+    for name in ("single_node_8gpu", "multi_node"):
+        config = yaml.safe_load((PRESETS / "accelerate" / f"{name}.yaml").read_text())
+        assert config["distributed_type"] == "MULTI_GPU" and config["num_processes"] == 8 * config["num_machines"]
+
+
+def test_2b_preset_is_the_papers_recipe():
+    """LLAVE.md §4 (paper Table 5): the values the 2B run trains with."""
+    raw = yaml.safe_load((PRESETS / "llave-2b.yaml").read_text())
+    model_args, data_args, args = parse_args([str(PRESETS / "llave-2b.yaml")])
+    gpus = 8
+    assert args.per_device_train_batch_size * gpus * args.gradient_accumulation_steps == 256
+    assert args.per_device_train_batch_size * gpus == 32  # candidates per loss
+    assert (args.learning_rate, args.lr_scheduler_type.value, args.warmup_steps) == (1e-5, "cosine", 0.03)
+    assert (args.weight_decay, args.num_train_epochs, args.optim.value) == (0.0, 1, "adamw_torch")
+    assert raw["bf16"] is True and raw["tf32"] is True  # bf16 + TF32 on the GPUs
+    assert args.activation_checkpointing and args.freeze_vision_tower and args.gather_across_devices
+    assert json.loads((ROOT / args.deepspeed).read_text())["zero_optimization"]["stage"] == 3
+    assert (args.loss_alpha, args.loss_temperature, args.symmetric_loss) == (9.0, 0.02, True)
+    assert (args.hardness_normalization, args.mask_false_negatives) == ("none", False)
+    assert (data_args.train_data, data_args.split, data_args.max_rows_per_subset) == (
+        "TIGER-Lab/MMEB-train",
+        "original",
+        50000,
+    )
+    assert data_args.subsets is None and len(MMEB_TRAIN_SUBSETS) == 20  # all 20 subsets: 662K pairs
+    assert (data_args.max_length, data_args.num_hard_negatives, data_args.group_by_modality_length) == (4096, 0, True)
+    seven = parse_args([str(PRESETS / "llave-7b.yaml")])[2]
+    assert seven.learning_rate == 5e-6 and yaml.safe_load((PRESETS / "llave-7b.yaml").read_text())["tf32"] is False
+
+
+def test_command_line_overrides_yaml_and_bad_configurations(tmp_path):
+    model_args, data_args, args = parse_args(
+        [TINY, "--learning_rate", "0.5", "--subsets", "A", "B", "--tiny_backbone", "qwen2"]
+    )
+    assert (args.learning_rate, data_args.subsets, model_args.tiny_backbone) == (0.5, ["A", "B"], "qwen2")
+    assert args.per_device_train_batch_size == yaml.safe_load(Path(TINY).read_text())["per_device_train_batch_size"]
+    (tmp_path / "bad.yaml").write_text("tiny_backbone: qwen2\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="Unknown configuration keys: learning_rat"):
+        parse_args([str(tmp_path / "bad.yaml")])
+    with pytest.raises(ValueError, match="exactly one of"):
+        parse_args([TINY, "--model_name_or_path", "somewhere"])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# one process
+
+
+def test_tiny_preset_learns_and_saves_loadable_checkpoints(fixture, tmp_path):
+    output_dir = tmp_path / "out"
+    trainer = main([TINY, *_overrides(fixture, output_dir, max_steps=12, save_strategy="steps", save_steps=4)])
+    losses = _losses(trainer.state.log_history)
+    assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses  # the easy fixture is learnt
+    assert trainer.state.log_history[-1]["skipped_samples"] == 0
+    assert {"checkpoint-8", "checkpoint-12"} <= set(os.listdir(output_dir))
+    assert not (output_dir / "checkpoint-4").exists()  # save_total_limit: 2
+
+    checkpoint = output_dir / "checkpoint-12"
+    model = AutoModel.from_pretrained(checkpoint)
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    assert isinstance(model, LlaveEmbeddingModel) and isinstance(processor, LlaveProcessor)
+    texts = ["a red square", "<|image_1|> Represent the given image."]
+    images = [None, str(fixture["image_root"] / "images" / "red_square.png")]
+    trained = trainer.accelerator.unwrap_model(trainer.model).eval()
+    torch.testing.assert_close(
+        model.encode(texts=texts, images=images), trained.encode(texts=texts, images=images, processor=processor)
+    )
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(fixture, tmp_path):
+    """4 steps per epoch: interrupted mid-epoch 0, resumed through epoch 1, with the modality/length sampler."""
+    common = dict(per_device_train_batch_size=4, learning_rate=1e-3, save_strategy="steps", save_steps=3)
+    main([TINY, *_overrides(fixture, tmp_path / "full", max_steps=6, **common)])
+    main([TINY, *_overrides(fixture, tmp_path / "split", max_steps=3, **common)])
+    resumed = main(
+        [
+            TINY,
+            *_overrides(
+                fixture,
+                tmp_path / "split",
+                max_steps=6,
+                resume_from_checkpoint=tmp_path / "split" / "checkpoint-3",
+                **common,
+            ),
+        ]
+    )
+    assert resumed.state.global_step == 6
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    split = load_file(tmp_path / "split" / "model.safetensors")
+    at_interruption = load_file(tmp_path / "split" / "checkpoint-3" / "model.safetensors")
+    assert any(not torch.allclose(full[name], at_interruption[name], atol=1e-4) for name in full), "vacuous test"
+    for name, value in full.items():
+        torch.testing.assert_close(split[name], value, rtol=0, atol=1e-5, msg=name)
+
+
+def test_backbone_then_checkpoint_sources(fixture, tmp_path):
+    """--backbone_name_or_path wraps a pretrained backbone (a generation checkpoint, as on the Hub); the result
+    trains on with --model_name_or_path."""
+    source = _save_backbone(tmp_path / "backbone")
+    preset = _preset_with(tmp_path, backbone_name_or_path=str(tmp_path / "backbone"))
+    trainer = main([preset, *_overrides(fixture, tmp_path / "wrapped", max_steps=1, learning_rate=0.0)])
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    expected = {f"backbone.{name}": value for name, value in source.model.state_dict().items()}
+    assert trained.state_dict().keys() == expected.keys()
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)  # lr 0: the loaded weights
+
+    preset = _preset_with(tmp_path, model_name_or_path=str(tmp_path / "wrapped"))
+    trainer = main([preset, *_overrides(fixture, tmp_path / "continued", max_steps=1)])
+    assert torch.isfinite(torch.tensor(_losses(trainer.state.log_history))).all()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# two processes (gloo on CPU)
+
+
+@pytest.mark.slow
+def test_two_processes_with_gradient_checkpointing_and_a_bad_image(fixture, tmp_path):
+    """Gathering needs equal batches on both processes: a skipped row is replaced, and the run does not hang."""
+    (fixture["image_root"] / "images" / "red_square.png").unlink()  # row 0's query, row 8's target
+    output_dir = tmp_path / "ddp"
+    overrides = dict(per_device_train_batch_size=4, max_steps=3, activation_checkpointing="true", skip_bad_samples="true")
+    _torchrun(_overrides(fixture, output_dir, **overrides))
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    losses = _losses(state["log_history"])
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert state["log_history"][0]["epoch"] == 0.5  # 2 steps per epoch: 16 rows in batches of 2 x 4
+    assert state["log_history"][-1]["skipped_samples"] >= 2  # summed over the processes; epoch 0 sees both rows
+    assert isinstance(AutoModel.from_pretrained(output_dir), LlaveEmbeddingModel)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu(fixture, tmp_path):
+    pytest.importorskip("deepspeed")
+    output_dir = tmp_path / "zero2"
+    deepspeed = PRESETS / "deepspeed" / "zero2.json"
+    _torchrun(
+        _overrides(
+            fixture,
+            output_dir,
+            per_device_train_batch_size=4,
+            max_steps=2,
+            deepspeed=deepspeed,
+            save_strategy="steps",
+            save_steps=2,
+        ),
+        timeout=900,  # the first run compiles a DeepSpeed C++ op
+    )
+    losses = _losses(json.loads((output_dir / "trainer_state.json").read_text())["log_history"])
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert (output_dir / "checkpoint-2" / "global_step2").is_dir()  # DeepSpeed's own checkpoint: it really ran
+    assert isinstance(AutoModel.from_pretrained(output_dir / "checkpoint-2"), LlaveEmbeddingModel)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_wraps_a_pretrained_backbone(fixture, tmp_path):
+    """ZeRO-3 partitions weights at construction: the backbone source must build its model under it."""
+    pytest.importorskip("deepspeed")
+    source = _save_backbone(tmp_path / "backbone")
+    # On GPUs the training arguments start DeepSpeed's process group; on CPU (gloo) zero.Init needs it started here.
+    script = tmp_path / "zero3_train.py"
+    script.write_text(
+        "import deepspeed\ndeepspeed.init_distributed('gloo')\nfrom llave_hf.train import main\nmain()\n"
+    )
+    output_dir = tmp_path / "zero3"
+    deepspeed = PRESETS / "deepspeed" / "zero3.json"
+    _torchrun(
+        _overrides(
+            fixture, output_dir, per_device_train_batch_size=4, max_steps=1, learning_rate=0.0, deepspeed=deepspeed
+        ),
+        script=script,
+        preset=_preset_with(tmp_path, backbone_name_or_path=str(tmp_path / "backbone")),
+    )
+    trained = AutoModel.from_pretrained(
+        output_dir
+    )  # gathered from the shards (stage3_gather_16bit_weights_on_model_save)
+    for name, value in source.model.state_dict().items():
+        torch.testing.assert_close(trained.backbone.state_dict()[name], value, rtol=0, atol=0, msg=name)
