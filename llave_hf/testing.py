@@ -23,7 +23,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from .modeling.configuration_llave import LlaveEmbeddingConfig
 from .modeling.modeling_llave import LlaveEmbeddingModel
-from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, LlaveProcessor, LlaveTextProcessor
+from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, LlaveProcessor
+from .processors import build_processor
 
 
 FAMILIES = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "llava", "qwen2")
@@ -148,40 +149,33 @@ def tiny_backbone_config(family: str, tokenizer, **text_overrides):
     raise ValueError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
 
 
-def tiny_processor(family: str, tokenizer=None, max_length: int = 512) -> LlaveProcessor:
-    """An offline `LlaveProcessor` matching `tiny_backbone_config(family)`."""
-    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
-    common = dict(tokenizer=tokenizer, max_length=max_length)
-    if family == "qwen2":
-        return LlaveTextProcessor(**common)
+def tiny_image_processor(family: str):
+    """The PIL image processor of `tiny_backbone_config(family)`: 32-px images (`None` for the text-only family)."""
     if family == "llava_onevision":
-        image_processor = LlavaOnevisionImageProcessorPil(
+        return LlavaOnevisionImageProcessorPil(
             size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
             image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
             image_mean=[0.5, 0.5, 0.5],  # SigLIP normalisation, as LLaVE
             image_std=[0.5, 0.5, 0.5],
         )
-        return LlaveProcessor(
-            image_processor, backbone_type="llava_onevision", num_image_tokens=(IMAGE_SIZE // 8) ** 2, **common
-        )
     if family == "llava":
-        image_processor = LlavaImageProcessorPil(
+        return LlavaImageProcessorPil(
             size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
         )
-        return LlaveProcessor(image_processor, backbone_type="llava", num_image_tokens=(IMAGE_SIZE // 8) ** 2, **common)
     if family in ("qwen2_vl", "qwen2_5_vl"):
-        image_processor = Qwen2VLImageProcessorPil(
+        return Qwen2VLImageProcessorPil(
             min_pixels=16 * 16, max_pixels=64 * 64, patch_size=4, merge_size=2, temporal_patch_size=2
         )
-        return LlaveProcessor(
-            image_processor,
-            backbone_type="qwen2_vl",
-            image_token="<|image_pad|>",
-            image_start_token="<|vision_start|>",
-            image_end_token="<|vision_end|>",
-            **common,
-        )
+    if family == "qwen2":
+        return None
     raise ValueError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
+
+
+def tiny_processor(family: str, tokenizer=None, max_length: int = 512) -> LlaveProcessor:
+    """An offline `LlaveProcessor` matching `tiny_backbone_config(family)`."""
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
+    config = tiny_backbone_config(family, tokenizer)
+    return build_processor(config, tokenizer, tiny_image_processor(family), max_length=max_length)
 
 
 def tiny_model_and_processor(family: str = "llava_onevision", seed: int = 0, **config_overrides):
@@ -192,7 +186,7 @@ def tiny_model_and_processor(family: str = "llava_onevision", seed: int = 0, **c
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
     config = LlaveEmbeddingConfig(backbone_config=tiny_backbone_config(family, tokenizer, **config_overrides))
-    model = LlaveEmbeddingModel(config).eval()
+    model = LlaveEmbeddingModel._from_config(config).eval()  # _from_config: also under DeepSpeed ZeRO-3
     processor = tiny_processor(family, tokenizer)
     model.processor = processor
     return model, processor

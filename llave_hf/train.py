@@ -101,29 +101,6 @@ class DataArguments:
             self.image_root = os.path.expanduser(self.image_root)
 
 
-class LlaveTrainer(ContrastiveTrainer):
-    """`ContrastiveTrainer` with a given training sampler (the modality/length-grouped one) and exact resumption."""
-
-    def __init__(self, *args, train_sampler=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.train_sampler = train_sampler
-
-    def _get_train_sampler(self, train_dataset=None):
-        if self.train_sampler is not None:
-            return self.train_sampler
-        return super()._get_train_sampler(train_dataset)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if self.is_fsdp_enabled:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        # transformers 5 saves the backbone's weights under their legacy names (`save_pretrained` reverts the weight
-        # conversions), which Trainer's non-strict `load_state_dict` silently skips, so a resumed run would restart
-        # the language model from scratch: load through `from_pretrained`, which renames them back, strictly.
-        model = model if model is not None else self.model
-        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
-        model.load_state_dict(loaded.state_dict())
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ContrastiveTrainingArguments]:
     """Parses `[config.yaml] [--key value ...]`: the YAML values are defaults that command-line values override.
 
@@ -220,7 +197,7 @@ def main(argv: list[str] | None = None) -> ContrastiveTrainer:
             sampler = ModalityLengthGroupedSampler.from_dataset(
                 train_dataset, training_args.per_device_train_batch_size, training_args.world_size, seed
             )
-        trainer = LlaveTrainer(
+        trainer = ContrastiveTrainer(
             model=model,
             args=training_args,
             train_dataset=train_dataset,

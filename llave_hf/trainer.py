@@ -56,6 +56,8 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
     )
     # The collator needs the raw columns (LLAVE.md §6: Trainer drops them otherwise).
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep False: the collator reads raw columns."})
+    # An uneven last batch would be padded with repeats of the first rows (false negatives once gathered) or hang.
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete batch."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -108,10 +110,17 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
     (`HubPublishMixin`; `hub_card_kwargs=` feeds the card).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, train_sampler=None, **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, ContrastiveTrainingArguments):
             raise TypeError("ContrastiveTrainer needs ContrastiveTrainingArguments.")
+        if self.args.n_gpu > 1:
+            # nn.DataParallel would split the rows and the images of a batch independently of each other.
+            raise ValueError(
+                f"{self.args.n_gpu} GPUs in one process: launch one process per GPU with `accelerate launch` or "
+                "`torchrun` (the gather across devices needs it too)."
+            )
+        self.train_sampler = train_sampler
         if self.args.freeze_vision_tower:
             frozen = freeze_vision_tower(self.model)
             logger.info(f"Froze {frozen:,} vision-tower parameters.")
@@ -120,6 +129,32 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         self.loss_is_scaled_for_ga = False
         self._diagnostic_sums = torch.zeros(len(DIAGNOSTICS) + 1, dtype=torch.float64)
         self._collapse_warned = False
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.train_sampler is not None:  # e.g. llave_hf.data.ModalityLengthGroupedSampler
+            return self.train_sampler
+        return super()._get_train_sampler(train_dataset)
+
+    # --------------------------------------------------------------------------------------------------------------
+    # checkpoints
+
+    def _load_weights(self, checkpoint: str, model=None) -> None:
+        # transformers 5 saves the backbone's weights under their legacy names (`save_pretrained` reverts its weight
+        # conversions), which Trainer's non-strict `load_state_dict` silently skips: a resumed run would restart the
+        # language model from scratch. `from_pretrained` renames them back; the load is strict.
+        model = model if model is not None else self.model
+        loaded = type(model).from_pretrained(checkpoint, dtype=model.dtype)
+        model.load_state_dict(loaded.state_dict())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_weights(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._load_best_model()
+        self._load_weights(self.state.best_model_checkpoint)
 
     # --------------------------------------------------------------------------------------------------------------
     # loss
@@ -144,8 +179,8 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
             gather_across_devices=self.args.gather_across_devices and self.args.world_size > 1,
             return_diagnostics=True,
         )
-        if self.model.training:
-            values = torch.stack([diagnostics[name].detach().double().cpu() for name in DIAGNOSTICS])
+        values = torch.stack([diagnostics[name].detach().double().cpu() for name in DIAGNOSTICS])
+        if self.model.training and torch.isfinite(values).all():  # NaN when no row had a negative
             self._diagnostic_sums += torch.cat([values, values.new_ones(1)])
         return loss
 
@@ -191,7 +226,7 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
             sums = self._diagnostic_sums.to(self.args.device)
             if self.args.world_size > 1:
                 sums = self.accelerator.reduce(sums, reduction="sum")
-            if sums[-1] > 0:
+            if sums[-1] > 0:  # steps whose rows all lacked negatives (NaN diagnostics) were not counted
                 means = (sums[:-1] / sums[-1]).tolist()
                 logs.update({name: round(value, 4) for name, value in zip(DIAGNOSTICS, means)})
                 positive, gap = logs["positive_cosine"], logs["cosine_gap"]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoProcessor, PreTrainedModel
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import ModelOutput, logging
 
 from .configuration_llave import LlaveEmbeddingConfig
@@ -187,10 +188,17 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             source = self.config.name_or_path
             if not source:
                 raise ValueError("No processor: pass `processor=` to encode() or set `model.processor`.")
-            self.processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+            # Run the checkpoint's processing code only if the model itself came from the checkpoint's code.
+            remote = type(self).__module__.startswith("transformers_modules")
+            self.processor = AutoProcessor.from_pretrained(source, trust_remote_code=remote)
         return self.processor
 
-    @torch.inference_mode()
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also saves `self.processor` (when set), so that the folder, or a `push_to_hub`, can `encode` on its own."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.processor is not None and kwargs.get("is_main_process", True):
+            self.processor.save_pretrained(save_directory)
+
     def encode(
         self,
         texts: str | list[str | None] | None = None,
@@ -255,6 +263,8 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         embeddings = torch.empty(size, self.config.hidden_size, dtype=torch.float32)
         was_training = self.training
         self.eval()  # no dropout: an item's embedding must not depend on the call
+        # ZeRO-3 gathers partitioned weights in hooks that inference-mode tensors break (evaluation mid-training).
+        no_grad = torch.no_grad() if is_deepspeed_zero3_enabled() else torch.inference_mode()
         try:
             for start in tqdm(range(0, size, batch_size), desc="Encoding", disable=not show, unit="batch"):
                 indices = order[start : start + batch_size]
@@ -265,7 +275,8 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                 inputs = processor(
                     text=[texts[i] for i in indices], images=batch_images, instruction=instruction, item_names=names
                 ).to(self.device)
-                batch_embeddings = self(**inputs).embeddings.float().cpu()
+                with no_grad:
+                    batch_embeddings = self(**inputs).embeddings.float().cpu()
                 bad = (~torch.isfinite(batch_embeddings).all(dim=1)).nonzero().flatten().tolist()
                 if bad:
                     raise ValueError(f"non-finite embedding for {', '.join(names[b] for b in bad)}.")

@@ -9,6 +9,7 @@ import math
 import os
 
 import torch
+import transformers
 from PIL import Image, UnidentifiedImageError
 from transformers import BatchFeature
 from transformers.image_processing_utils import select_best_resolution
@@ -40,8 +41,21 @@ def load_image(image, name: str) -> Image.Image:
     try:
         with Image.open(image) as opened:
             return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{name}: cannot read image file {os.fspath(image)!r}: {error}") from error
+
+
+def pil_image_processor(image_processor):
+    """The PIL-backend twin of a transformers image processor.
+
+    `AutoImageProcessor` picks the torchvision backend whenever torchvision is importable, whose resizing differs
+    from the PIL path LLaVE checkpoints are trained and converted with: embeddings would drift between machines.
+    """
+    name = type(image_processor).__name__
+    pil_class = getattr(transformers, name if name.endswith("Pil") else f"{name}Pil", None)
+    if pil_class is None or isinstance(image_processor, pil_class):
+        return image_processor
+    return pil_class.from_dict(image_processor.to_dict())
 
 
 class LlaveProcessor(ProcessorMixin):
@@ -95,6 +109,8 @@ class LlaveProcessor(ProcessorMixin):
         self.vision_aspect_ratio = vision_aspect_ratio
         self.prompt_template = prompt_template
         self.max_length = max_length
+        if image_processor is not None:
+            image_processor = pil_image_processor(image_processor)
         with_images = "image_processor" in self.get_attributes()
         subprocessors = (image_processor, tokenizer) if with_images else (tokenizer,)
         super().__init__(*subprocessors, chat_template=chat_template)
@@ -288,4 +304,4 @@ class LlaveTextProcessor(LlaveProcessor):
         )
 
 
-__all__ = ["LlaveProcessor", "LlaveTextProcessor", "LLAVE_PROMPT_TEMPLATE", "MMEB_IMAGE_PLACEHOLDER", "load_image"]
+__all__ = ["LlaveProcessor", "LlaveTextProcessor", "pil_image_processor", "LLAVE_PROMPT_TEMPLATE", "MMEB_IMAGE_PLACEHOLDER", "load_image"]

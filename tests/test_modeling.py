@@ -250,3 +250,32 @@ def test_encode_runs_without_dropout_and_restores_training_mode():
     model.train()
     torch.testing.assert_close(model.encode(texts=["a dog", "a cat on a mat"]), expected, rtol=0, atol=0)
     assert model.training
+
+
+def test_reloaded_image_processors_use_the_pil_backend():
+    """A torchvision-backed image processor (what AutoImageProcessor picks where torchvision exists) is swapped for
+    its PIL twin with the same settings: LLaVE checkpoints are trained and converted on the PIL path."""
+    from llave_hf import LlaveProcessor
+    from llave_hf.modeling.processing_llave import pil_image_processor
+
+    _, processor = tiny_model_and_processor("llava_onevision")
+    pil = processor.image_processor
+
+    class LlavaOnevisionImageProcessor:  # stands in for the torchvision class, absent on this machine
+        def to_dict(self):
+            return pil.to_dict()
+
+    swapped = pil_image_processor(LlavaOnevisionImageProcessor())
+    assert type(swapped) is type(pil) and swapped.to_dict() == pil.to_dict()
+    assert pil_image_processor(pil) is pil
+    rebuilt = LlaveProcessor(swapped, processor.tokenizer, backbone_type="llava_onevision", num_image_tokens=16)
+    assert type(rebuilt.image_processor).__name__ == "LlavaOnevisionImageProcessorPil"
+
+
+def test_model_save_pretrained_writes_its_processor_and_text_processors_load_locally(tmp_path):
+    model, _ = tiny_model_and_processor("qwen2")
+    model.save_pretrained(tmp_path)  # the model's own save carries the processor (also through push_to_hub)
+    assert (tmp_path / "processor_config.json").exists()
+    processor = AutoProcessor.from_pretrained(tmp_path)  # no trust_remote_code: llave_hf's registered class
+    assert type(processor).__module__ == "llave_hf.modeling.processing_llave"
+    assert type(processor).__name__ == "LlaveTextProcessor"

@@ -255,3 +255,31 @@ def test_activation_checkpointing_gives_the_same_step(tmp_path):
     expected = dict(plain.model.named_parameters())
     for name, parameter in checkpointed.model.named_parameters():
         torch.testing.assert_close(parameter, expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_loss_options_reach_the_loss(tmp_path):
+    model, processor = tiny_model_and_processor("llava_onevision")
+    args = _args(tmp_path, hardness_normalization="mean", symmetric_loss=False, loss_alpha=4.0, loss_temperature=0.1)
+    trainer = ContrastiveTrainer(model=model, args=args, data_collator=TinyCollator(processor))
+    batch = TinyCollator(processor)(rows(4, negatives=1))
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+        embeddings = model(**batch["inputs"]).embeddings
+    expected = hardness_weighted_contrastive_loss(
+        embeddings[:4], embeddings[4:8], alpha=4.0, temperature=0.1, symmetric=False,
+        hard_negatives=embeddings[8:].view(4, 1, -1), hardness_normalization="mean", query_ids=batch["query_ids"],
+        target_ids=batch["target_ids"], hard_negative_ids=batch["negative_ids"],
+    )  # fmt: skip
+    torch.testing.assert_close(loss, expected)
+
+
+def test_collapse_is_flagged_and_warned(tmp_path, caplog):
+    model, processor = tiny_model_and_processor("qwen2")
+    trainer = ContrastiveTrainer(model=model, args=_args(tmp_path), data_collator=TinyCollator(processor))
+    # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9 (then a count)
+    trainer._diagnostic_sums += torch.tensor([0.999, 0.9989, 1e-4, 0.0, 8100.0, 1.0], dtype=torch.float64)
+    with caplog.at_level("WARNING"):
+        trainer.log({"loss": 0.1})
+    logged = trainer.state.log_history[-1]
+    assert logged["collapse"] == 1.0 and logged["cosine_gap"] == 1e-4
+    assert "look collapsed" in caplog.text
