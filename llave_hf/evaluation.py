@@ -9,6 +9,7 @@ that signature), so it works for any embedding model and for fake encoders in te
 
 import argparse
 import functools
+import hashlib
 import json
 import math
 import os
@@ -109,6 +110,24 @@ def _check_columns(dataset: str, columns, row: int | None = None):
         raise MMEBDataError(f"{where}: missing column(s) {missing} (MMEB-eval format needs {list(REQUIRED_COLUMNS)}).")
 
 
+def _source_id(path) -> str:
+    """A local folder as an absolute path (the same folder from another working directory is the same source)."""
+    return os.path.abspath(path) if os.path.isdir(path) else str(path)
+
+
+def _model_id(model) -> str:
+    """The model in a run signature: its checkpoint path or Hub id, else a hash of its config."""
+    owner = getattr(model, "__self__", model)  # a bound `model.encode`
+    config = getattr(owner, "config", None)
+    if config is None:
+        # A bare encode callable: its name is all there is to tell it apart.
+        return getattr(owner, "__qualname__", type(owner).__qualname__)
+    if config.name_or_path:
+        return _source_id(config.name_or_path)
+    # Built in memory, never saved: the config is the closest thing to an identity (same config, same id).
+    return "config sha256:" + hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
+
+
 def _json_safe(value):
     """NaN -> None so that the JSON files stay standard."""
     if isinstance(value, dict):
@@ -185,13 +204,16 @@ class MMEBEvaluator:
         image_root (`str`, *optional*): folder that relative image paths start from. Defaults to the data folder
             for local data and to the working directory otherwise.
         split (`str`): split of Hub datasets.
-        output_dir (`str`, *optional*): where `<Name>.json` (scores, counts, diagnostics), `<Name>_similarity.png`,
-            `summary.md` and `summary.json` go. Datasets whose JSON is already there are not evaluated again (their
-            stored results are reused, whatever settings produced them).
+        output_dir (`str`, *optional*): where `<Name>.json` (scores, counts, diagnostics, run signature),
+            `<Name>_similarity.png`, `summary.md` and `summary.json` go. Datasets whose JSON is already there are not
+            evaluated again: their stored results are reused if the JSON's run signature (see `run_signature`)
+            matches this run's. A JSON of another run (other model, data, split, `max_queries` or `image_root`)
+            raises a `ValueError` before anything is encoded, rather than being silently reused or overwritten.
         batch_size (`int`): items per `encode` call.
         max_queries (`int`, *optional*): score only the first `max_queries` rows of each dataset.
         k_values (`Sequence[int]`): Recall@k cut-offs reported beside Precision@1.
-        histograms (`bool`): write the similarity histogram PNGs (needs matplotlib) when `output_dir` is set.
+        histograms (`bool`): write the similarity histogram PNGs when `output_dir` is set. Needs matplotlib (the
+            `eval` extra), checked here so that a run fails before encoding rather than after its first dataset.
         show_progress_bar (`bool`): one tqdm bar per dataset.
         keep_in_memory (`bool`): keep the validated datasets between `evaluate` calls (for repeated evaluation
             during training); otherwise each call reloads them.
@@ -223,6 +245,14 @@ class MMEBEvaluator:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         if max_queries is not None and max_queries < 1:
             raise ValueError(f"max_queries must be positive, got {max_queries}.")
+        if histograms and output_dir is not None:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise ImportError(
+                    "Similarity histograms need matplotlib: `pip install llave-hf[eval]`, or pass histograms=False "
+                    "(`llave-eval --no-histograms`)."
+                ) from None
         self.data = data
         self.image_root = image_root if image_root is not None else (str(data) if _is_local(data) else os.getcwd())
         self.split = split
@@ -368,6 +398,20 @@ class MMEBEvaluator:
 
     # ---- encoding and scoring ----
 
+    def run_signature(self, model) -> dict:
+        """What must match for stored results to be reused: model, data source, split, `max_queries`, `image_root`.
+
+        The model is its `config.name_or_path` (checkpoint folder or Hub id), a hash of its config when it has no
+        path, or its name for a bare encode callable.
+        """
+        return {
+            "model": _model_id(model),
+            "data": "in-memory mapping" if isinstance(self.data, Mapping) else _source_id(self.data),
+            "split": self.split,
+            "max_queries": self.max_queries,
+            "image_root": os.path.abspath(self.image_root),
+        }
+
     def _embed(self, name: str, items, encode: Callable) -> np.ndarray:
         # Image items first, then longest texts first: batch-mates pad little.
         order = sorted(
@@ -405,8 +449,10 @@ class MMEBEvaluator:
             scores.extend(similarities[i, np.searchsorted(union, c)] for i, c in enumerate(chunk))
         return scores
 
-    def evaluate_dataset(self, name: str, encode: Callable) -> dict:
-        """Scores one dataset with `encode` and returns its result (also written to `output_dir` when set)."""
+    def evaluate_dataset(self, name: str, model, processor=None) -> dict:
+        """Scores one dataset and returns its result (also written to `output_dir` when set); `model` and `processor`
+        as in `evaluate`."""
+        encode = _encode_function(model, processor)
         prepared = self.prepare(name)
         embeddings = self._embed(name, prepared.items, encode)
         scores = self._score(embeddings, prepared.queries, prepared.candidates)
@@ -430,18 +476,47 @@ class MMEBEvaluator:
                 "num_tied_top": int(np.sum(positive == hardest)),
                 "max_queries": self.max_queries,
             },
-            "histogram": None,
+            "histogram": f"{name}_similarity.png" if self.output_dir is not None and self.histograms else None,
+            "run": self.run_signature(model),
         }
         if self.output_dir is not None:
             os.makedirs(self.output_dir, exist_ok=True)
+            # Scores first: they are the costly part, and a failing plot must not lose them.
+            _write_json(os.path.join(self.output_dir, f"{name}.json"), result)
             if self.histograms:
-                result["histogram"] = f"{name}_similarity.png"
                 title = f"{name}: P@1 {100 * metrics['precision@1']:.1f}, gap {result['similarity']['gap']:.3f}"
                 save_similarity_histogram(
                     os.path.join(self.output_dir, result["histogram"]), positive, hardest, negatives, title
                 )
-            _write_json(os.path.join(self.output_dir, f"{name}.json"), result)
         return result
+
+    def _load_finished(self, model) -> dict:
+        """Stored results of this run's datasets; raises on any written by another run, before anything is encoded."""
+        if self.output_dir is None:
+            return {}
+        signature = self.run_signature(model)
+        finished = {}
+        for name in self.dataset_names:
+            path = os.path.join(self.output_dir, f"{name}.json")
+            if not os.path.isfile(path):
+                continue
+            with open(path, encoding="utf-8") as f:
+                result = json.load(f)
+            stored = result.get("run") or {}
+            differences = [
+                f"{key}: {stored.get(key)!r} there, {value!r} now"
+                for key, value in signature.items()
+                if stored.get(key) != value
+            ]
+            if differences:
+                raise ValueError(
+                    f"{path} holds results of another run ({'; '.join(differences)}). Use a new output folder "
+                    f"(--output / output_dir) to keep both, or delete the file to evaluate {name} again with these "
+                    "settings."
+                )
+            logger.warning(f"Skipping {name}: results already in {path} (delete it to evaluate again).")
+            finished[name] = result
+        return finished
 
     def evaluate(self, model, processor=None) -> dict:
         """Scores every dataset; returns `{"datasets": {name: result}, "aggregate": aggregate_mmeb(P@1 per dataset)}`.
@@ -450,22 +525,12 @@ class MMEBEvaluator:
             model: an object with an `encode` method (e.g. `LlaveEmbeddingModel`) or an `encode` callable itself.
             processor (*optional*): passed to `model.encode(processor=...)`.
         """
-        if hasattr(model, "encode"):
-            encode = functools.partial(model.encode, processor=processor) if processor is not None else model.encode
-        elif callable(model) and not isinstance(model, torch.nn.Module):
-            encode = model
-        else:
-            raise TypeError(f"Expected a model with `encode` or an encode callable, got {type(model).__name__}.")
-
-        results = {}
-        for name in self.dataset_names:
-            path = os.path.join(self.output_dir, f"{name}.json") if self.output_dir is not None else None
-            if path is not None and os.path.isfile(path):
-                logger.warning(f"Skipping {name}: results already in {path} (delete it to evaluate again).")
-                with open(path, encoding="utf-8") as f:
-                    results[name] = json.load(f)
-                continue
-            results[name] = self.evaluate_dataset(name, encode)
+        _encode_function(model, processor)  # fails on a wrong `model` before any work
+        finished = self._load_finished(model)
+        results = {
+            name: finished[name] if name in finished else self.evaluate_dataset(name, model, processor)
+            for name in self.dataset_names
+        }
         output = {
             "datasets": results,
             "aggregate": aggregate_mmeb({name: r["scores"]["precision@1"] for name, r in results.items()}),
@@ -475,6 +540,14 @@ class MMEBEvaluator:
             with open(os.path.join(self.output_dir, "summary.md"), "w", encoding="utf-8") as f:
                 f.write(format_summary(output))
         return output
+
+
+def _encode_function(model, processor=None) -> Callable:
+    if hasattr(model, "encode"):
+        return functools.partial(model.encode, processor=processor) if processor is not None else model.encode
+    if callable(model) and not isinstance(model, torch.nn.Module):
+        return model
+    raise TypeError(f"Expected a model with `encode` or an encode callable, got {type(model).__name__}.")
 
 
 def _percent(value) -> str:
@@ -582,12 +655,18 @@ def main(argv: Sequence[str] | None = None):
     parser.add_argument("--data", default=MMEB_HUB_ID, help=f"Hub dataset id or local folder (default {MMEB_HUB_ID})")
     parser.add_argument("--image-root", default=None, help="folder that relative image paths start from")
     parser.add_argument("--datasets", nargs="+", default=["all"], help="'all' or dataset names")
-    parser.add_argument("--output", required=True, help="output folder; datasets already scored there are skipped")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="output folder; datasets already scored there by a run with the same model, data, split, --max-queries "
+        "and --image-root are skipped (results of a run with other settings are an error)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-queries", type=int, default=None, help="score only the first N queries per dataset")
     parser.add_argument("--split", default="test", help="split of Hub datasets")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto", help="model dtype, e.g. bfloat16 (default: the checkpoint's)")
+    parser.add_argument("--no-histograms", action="store_true", help="skip the similarity histograms (matplotlib)")
     args = parser.parse_args(argv)
 
     evaluator = MMEBEvaluator(
@@ -598,6 +677,7 @@ def main(argv: Sequence[str] | None = None):
         output_dir=args.output,
         batch_size=args.batch_size,
         max_queries=args.max_queries,
+        histograms=not args.no_histograms,
     )
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True, dtype=args.dtype).to(args.device).eval()
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)

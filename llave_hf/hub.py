@@ -17,6 +17,7 @@ The token is only ever handed to `huggingface_hub`; it is never logged or writte
 import dataclasses
 import glob
 import importlib.resources
+import json
 import os
 import pickle
 import shutil
@@ -44,7 +45,7 @@ logger = logging.get_logger(__name__)
 # that this model does not serve.
 PIPELINE_TAG = "feature-extraction"
 DEFAULT_TAGS = ("llave", "multimodal-embedding", "vision-language", "retrieval", "mmeb")
-# `hub_cards/` sits beside the package in the source tree.
+# The installed `llave_hf.hub_cards` package (the source tree's `hub_cards/`, mapped in setup.cfg).
 TEMPLATE_PATH = Path(str(importlib.resources.files("llave_hf.hub_cards") / "llave_model_card.md"))
 HANDLER_PATH = Path(modeling.__file__).resolve().parent / "handler.py"
 # Widget inputs (text, title). A custom-code model gets no live widget, so the card shows precomputed outputs.
@@ -122,6 +123,24 @@ def _evaluation_tables(scores: Mapping[str, float]) -> tuple[list[dict], list[di
     return rows, aggregates
 
 
+def _deepspeed_setting(deepspeed) -> str | bool:
+    """The ZeRO stage of a DeepSpeed config (dict or JSON file), else the file's base name: cards are public, and a
+    local path may tell about the machine it ran on."""
+    if not deepspeed:
+        return False
+    config = deepspeed
+    if isinstance(deepspeed, str):
+        try:
+            with open(deepspeed, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            config = None
+    stage = config.get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
+    if stage is not None:
+        return f"ZeRO-{stage}"
+    return os.path.basename(deepspeed) if isinstance(deepspeed, str) else True
+
+
 def training_settings(args: TrainingArguments) -> dict:
     """The settings of a run worth a model card: optimisation, batch and precision, plus every field a
     `TrainingArguments` subclass adds (the loss settings of `ContrastiveTrainingArguments`). Never a token."""
@@ -141,7 +160,7 @@ def training_settings(args: TrainingArguments) -> dict:
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "tf32": args.tf32,
         "gradient_checkpointing": args.gradient_checkpointing,
-        "deepspeed": args.deepspeed if isinstance(args.deepspeed, str) else bool(args.deepspeed),
+        "deepspeed": _deepspeed_setting(args.deepspeed),
         "seed": args.seed,
     }
     base_fields = {field.name for field in dataclasses.fields(TrainingArguments)}

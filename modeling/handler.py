@@ -12,6 +12,7 @@ also for a single item.
 
 A bad request raises `ValueError` naming the item: the Inference Endpoints server answers it with status 400 and
 `{"error": "<message>"}` (returning an error object instead would be a 200 reply that clients take as a result).
+A model fault (a non-finite embedding) raises `RuntimeError`, a server error: the request was fine.
 
 This file travels inside checkpoints and is imported on its own by the endpoint server: it imports only torch,
 transformers, PIL and the standard library, and loads the model through `trust_remote_code`.
@@ -20,6 +21,7 @@ transformers, PIL and the standard library, and loads the model through `trust_r
 import base64
 import binascii
 import io
+import math
 import re
 
 import torch
@@ -128,7 +130,12 @@ class EndpointHandler:
                     processor=self.processor,
                 )
             except (ValueError, TypeError) as error:
-                raise ValueError(_rename_items(str(error), [names[i] for i in indices])) from None
+                message = _rename_items(str(error), [names[i] for i in indices])
+                # encode() reports its own non-finite outputs as ValueError too; those are the model's fault.
+                raise (RuntimeError if "non-finite embedding" in message else ValueError)(message) from None
             for index, row in zip(indices, rows):
+                # The checkpoint's own modeling code may not check; NaN would also make the JSON reply invalid.
+                if not all(math.isfinite(value) for value in row):
+                    raise RuntimeError(f"non-finite embedding for {names[index]}.")
                 embeddings[index] = row
         return embeddings

@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -7,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from llave_hf import evaluation
 from llave_hf.evaluation import (
     MMEB_DATASETS,
     MMEBDataError,
@@ -166,6 +168,76 @@ def test_resume_skips_finished_datasets(data_dir, tmp_path):
     third = MMEBEvaluator(data_dir, output_dir=output_dir, show_progress_bar=False).evaluate(encoder)
     assert len(encoder.items) == NUM_ITEMS["MSCOCO_t2i"]
     assert third == first
+
+
+def test_resume_refuses_results_of_another_run(data_dir, tmp_path):
+    output_dir = str(tmp_path / "out")
+    first = MMEBEvaluator(data_dir, datasets=["ImageNet-1K"], output_dir=output_dir, show_progress_bar=False)
+    first.evaluate(FakeEncoder())
+    path = os.path.join(output_dir, "ImageNet-1K.json")
+    with open(path) as f:
+        stored = json.load(f)
+    assert stored["run"] == {
+        "model": "FakeEncoder",
+        "data": data_dir,
+        "split": "test",
+        "max_queries": None,
+        "image_root": data_dir,
+    }
+
+    class OtherEncoder(FakeEncoder):
+        pass
+
+    other_root = str(tmp_path / "copy")
+    write_images(os.path.join(other_root, "images"))
+    changes = [
+        ({"max_queries": 2}, "max_queries: None there, 2 now"),
+        ({"image_root": other_root}, f"image_root: '{data_dir}' there, '{other_root}' now"),
+        ({"split": "validation"}, "split: 'test' there, 'validation' now"),
+        ({}, "model: 'FakeEncoder' there, '.*OtherEncoder' now"),
+    ]
+    for kwargs, difference in changes:
+        encoder = OtherEncoder() if not kwargs else FakeEncoder()
+        evaluator = MMEBEvaluator(
+            data_dir, datasets=["ImageNet-1K", "MSCOCO_t2i"], output_dir=output_dir, show_progress_bar=False, **kwargs
+        )
+        with pytest.raises(ValueError, match=f"ImageNet-1K.json holds results of another run \\({difference}\\)"):
+            evaluator.evaluate(encoder)
+        assert encoder.items == []  # checked before any dataset is encoded
+    with open(path) as f:
+        assert json.load(f) == stored
+    assert not os.path.exists(os.path.join(output_dir, "MSCOCO_t2i.json"))
+
+    # Other data pointed at the same output (a copy of the folder holding only ImageNet-1K).
+    copy = tmp_path / "copy"
+    pq.write_table(pa.Table.from_pylist(IMAGENET), copy / "ImageNet-1K.parquet")
+    with pytest.raises(ValueError, match="data: .* there, .*copy' now.*delete the file to evaluate ImageNet-1K"):
+        MMEBEvaluator(str(copy), output_dir=output_dir, show_progress_bar=False).evaluate(FakeEncoder())
+
+
+def test_missing_matplotlib_fails_before_encoding(data_dir, tmp_path, monkeypatch):
+    output_dir = str(tmp_path / "out")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install llave-hf\[eval\]`, or pass histograms=False"):
+        MMEBEvaluator(data_dir, output_dir=output_dir)
+    MMEBEvaluator(data_dir)  # nothing written, no histogram
+    MMEBEvaluator(data_dir, output_dir=output_dir, histograms=False, show_progress_bar=False).evaluate(FakeEncoder())
+    assert sorted(os.listdir(output_dir)) == ["Emoji_t2i.json", "ImageNet-1K.json", "MSCOCO_t2i.json"] + [
+        "summary.json", "summary.md"
+    ]  # fmt: skip
+    monkeypatch.undo()
+
+    # The scores are written before the plot: a failing plot loses no work.
+    def broken_plot(*args, **kwargs):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(evaluation, "save_similarity_histogram", broken_plot)
+    os.remove(os.path.join(output_dir, "MSCOCO_t2i.json"))
+    evaluator = MMEBEvaluator(data_dir, datasets=["MSCOCO_t2i"], output_dir=output_dir, show_progress_bar=False)
+    with pytest.raises(RuntimeError, match="plot failed"):
+        evaluator.evaluate(FakeEncoder())
+    with open(os.path.join(output_dir, "MSCOCO_t2i.json")) as f:
+        assert json.load(f)["scores"]["precision@1"] == 1.0
 
 
 def test_in_memory_hub_and_max_queries(data_dir, monkeypatch):
@@ -341,3 +413,18 @@ def test_cli_end_to_end_with_tiny_model(data_dir, tmp_path, capsys):
         scores = model.encode(texts=unique) @ query
         right += int(scores[0] > scores[1:].max())
     assert result["scores"]["precision@1"] == pytest.approx(right / 3)
+    assert result["run"]["model"] == model_dir and result["run"]["max_queries"] == 3
+    # A model built in memory has no path: its config stands for it.
+    assert MMEBEvaluator(data_dir).run_signature(model)["model"].startswith("config sha256:")
+
+    # A second run skips the finished datasets: their files are not rewritten, and the summary is complete.
+    written = {name: os.stat(os.path.join(output_dir, name)).st_mtime_ns for name in os.listdir(output_dir)}
+    main(["--model", model_dir, "--data", data_dir, "--datasets", "ImageNet-1K", "MSCOCO_t2i"]
+         + ["--output", output_dir, "--batch-size", "4", "--max-queries", "3"])  # fmt: skip
+    assert capsys.readouterr().out == printed
+    for name in ("ImageNet-1K.json", "ImageNet-1K_similarity.png", "MSCOCO_t2i.json", "MSCOCO_t2i_similarity.png"):
+        assert os.stat(os.path.join(output_dir, name)).st_mtime_ns == written[name], name
+    with open(os.path.join(output_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert list(summary["datasets"]) == ["ImageNet-1K", "MSCOCO_t2i"]
+    assert summary["datasets"]["ImageNet-1K"] == result and summary["aggregate"]["num_datasets"]["Overall"] == 2

@@ -3,10 +3,12 @@ import dataclasses
 import importlib.util
 import io
 import json
+import math
 import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,6 +27,7 @@ from llave_hf.hub import (
     push_to_hub,
     render_model_card,
     save_for_hub,
+    training_settings,
 )
 from llave_hf.testing import tiny_model_and_processor
 
@@ -198,6 +201,10 @@ def test_card_renders_validates_and_parses_back(hub_server, tmp_path):
     assert "| Emoji_t2i | other | - | 50.0 |" in text and "| ImageNet-1K | Classification | IND | 77.1 |" in text
     assert "arXiv" in text and "2503.04812" in text and "Findings of the Association for Computational" in text
     assert "title     = {{LLaVE}: Large Language and Vision Embedding Models" in text
+    citation = text.split("## Citation")[1]
+    assert "pages" not in citation and "doi" not in citation  # nothing that we could not check
+    assert "the assistant turn is a lone `\\n`" in text  # LLAVE_PROMPT_TEMPLATE's assistant turn
+    assert "(`pipeline_tag`) is `feature-extraction`\nbecause" in text
 
     bare = render_model_card(model)  # nothing known: no model-index, no tables
     assert "model-index" not in bare.data.to_dict() and "not recorded" in bare.text
@@ -208,6 +215,22 @@ def test_card_renders_validates_and_parses_back(hub_server, tmp_path):
     broken = {"content": "---\nmodel-index: [{results: [{task: 1}]}]\n---\ntext", "repoType": "model"}
     response = get_session().post(f"{hub_server.endpoint}/api/validate-yaml", json=broken)
     assert response.status_code == 400 and "model_index" in response.json()["errors"][0]["message"]
+
+
+def test_training_settings_keep_local_paths_off_the_card(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    assert training_settings(args)["deepspeed"] is False
+    # Set after construction: TrainingArguments would start DeepSpeed's config handling.
+    config = tmp_path / "ds_zero3.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    for deepspeed, shown in [
+        (str(config), "ZeRO-3"),
+        ({"zero_optimization": {"stage": 2}}, "ZeRO-2"),
+        ("/home/alice/secret-project/ds_config.json", "ds_config.json"),  # not readable here: its name only
+        ({"train_batch_size": "auto"}, True),
+    ]:
+        args.deepspeed = deepspeed
+        assert training_settings(args)["deepspeed"] == shown
 
 
 def test_handler_matches_encode(endpoint, make_image):
@@ -255,6 +278,24 @@ def test_handler_rejects_bad_requests_naming_the_item(endpoint, request_body, me
     _, _, handler = endpoint
     with pytest.raises(ValueError, match=message):
         handler(request_body)
+
+
+@pytest.mark.parametrize("fault", ["forward", "encode"])
+def test_handler_reports_model_faults_as_server_errors(endpoint, monkeypatch, fault):
+    _, _, handler = endpoint
+    model, size = handler.model, handler.model.config.hidden_size
+    if fault == "forward":  # encode() finds the NaN itself and raises ValueError: not the client's fault
+
+        def nan_forward(input_ids, **inputs):
+            return SimpleNamespace(embeddings=torch.full((len(input_ids), size), torch.nan))
+
+        monkeypatch.setattr(model, "forward", nan_forward)
+    else:  # an encode that returns NaN without complaint
+        monkeypatch.setattr(model, "encode", lambda texts, **kwargs: [[math.nan] * size for _ in texts])
+    with pytest.raises(RuntimeError, match=r"non-finite embedding for inputs\[[01]\]"):
+        handler({"inputs": ["a red car", "a blue bus"]})
+    with pytest.raises(ValueError, match=r"inputs\[0\]: nothing to embed"):  # request errors stay ValueError (400)
+        handler({"inputs": [{"text": ""}]})
 
 
 @dataclasses.dataclass
