@@ -30,7 +30,7 @@ from .distributed import all_gather_no_grad, all_gather_with_grad, get_rank_and_
 
 __all__ = ["hardness_weighted_contrastive_loss"]
 
-_NORMALIZATIONS = (None, "mean")
+_NORMALIZATIONS = (None, "none", "mean")  # None and "none" are the released, unnormalised form
 
 
 def hardness_weighted_contrastive_loss(
@@ -79,7 +79,7 @@ def hardness_weighted_contrastive_loss(
             Content ids of the hard negatives; one equal to a row's ``target_ids`` is excluded from that row.
             Requires ``target_ids``.
         hardness_normalization (`str`, *optional*):
-            `None` (released): raw weights ``exp(α·s) ∈ [e^-α, e^α]``. ``"mean"``: weights divided by their
+            `None` or `"none"` (released): raw weights ``exp(α·s) ∈ [e^-α, e^α]``. ``"mean"``: weights divided by their
             mean over each row's unmasked negatives, i.e. the negative logits become
             ``s_ij/τ + α·sg(s_ij) - log(mean_j exp(α·sg(s_ij)))``. Trade-off: the raw form multiplies the whole
             negative mass by a factor as small as ``e^-α``, which creates a degenerate minimum (all queries at

@@ -175,7 +175,7 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
             query_ids=batch["query_ids"] if mask else None,
             target_ids=batch["target_ids"] if mask else None,
             hard_negative_ids=batch.get("negative_ids") if mask and negatives else None,
-            hardness_normalization=None if self.args.hardness_normalization == "none" else "mean",
+            hardness_normalization=self.args.hardness_normalization,
             gather_across_devices=self.args.gather_across_devices and self.args.world_size > 1,
             return_diagnostics=True,
         )

@@ -282,7 +282,7 @@ def test_embeddings_match_released_forward(converted, make_image):
             torch.testing.assert_close(inputs["pixel_values"][0], pixels, atol=1e-6, rtol=0)
         with torch.no_grad():
             embedding = model(**inputs).embeddings[0]
-        torch.testing.assert_close(embedding, reference.embed(text, source_tokenizer, image), atol=1e-5, rtol=0)
+        torch.testing.assert_close(embedding, reference.embed(text, source_tokenizer, image), atol=1e-6, rtol=0)
 
 
 def test_released_unpad_mismatch_is_detected(converted, make_image):
