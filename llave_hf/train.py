@@ -25,6 +25,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
 from .data import ContrastiveCollator, ModalityLengthGroupedSampler, load_mmeb_train
+from .evaluation import MMEBEvaluator, RetrievalEvalCallback
 from .modeling.configuration_llave import LlaveEmbeddingConfig
 from .modeling.modeling_llave import LlaveEmbeddingModel
 from .modeling.processing_llave import LlaveProcessor
@@ -94,6 +95,13 @@ class DataArguments:
         default=False,
         metadata={"help": "Micro-batches of one query modality (image/text) and similar length, as LLaVE."},
     )
+    eval_data: str | None = field(
+        default=None,
+        metadata={"help": "Held-out data in MMEB-eval format (Hub id or folder): P@1 is logged during training."},
+    )
+    eval_image_root: str | None = field(default=None, metadata={"help": "Folder the eval image paths start from."})
+    eval_max_queries: int | None = field(default=None, metadata={"help": "Score only the first N queries per set."})
+    eval_every_n_steps: int = field(default=500, metadata={"help": "Run the held-out evaluation every N steps."})
 
     def __post_init__(self):
         self.train_data = os.path.expanduser(self.train_data)
@@ -205,6 +213,16 @@ def main(argv: list[str] | None = None) -> ContrastiveTrainer:
             processing_class=processor,
             train_sampler=sampler,
         )
+        if data_args.eval_data:
+            evaluator = MMEBEvaluator(
+                data_args.eval_data,
+                image_root=data_args.eval_image_root,
+                max_queries=data_args.eval_max_queries,
+                output_dir=None,
+                keep_in_memory=True,
+                show_progress_bar=False,
+            )
+            trainer.add_callback(RetrievalEvalCallback(evaluator, trainer, every_n_steps=data_args.eval_every_n_steps))
         resume = training_args.resume_from_checkpoint
         trainer.train(resume_from_checkpoint=True if resume in ("true", "latest") else resume)
         skipped = int(

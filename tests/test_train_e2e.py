@@ -276,3 +276,23 @@ def test_deepspeed_zero3_wraps_a_pretrained_backbone(fixture, tmp_path):
     )  # gathered from the shards (stage3_gather_16bit_weights_on_model_save)
     for name, value in source.model.state_dict().items():
         torch.testing.assert_close(trained.backbone.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_held_out_p_at_1_is_logged_during_training(fixture, tmp_path):
+    """--eval_data: P@1 on a held-out MMEB-eval set reaches the trainer's logs (RetrievalEvalCallback)."""
+    from datasets import Dataset
+
+    rows = fixture["subsets"]["ToyT2I"]
+    eval_dir = tmp_path / "heldout"
+    eval_dir.mkdir()
+    Dataset.from_list(
+        [
+            {"qry_text": row["qry"], "qry_img_path": "", "tgt_text": [row["pos_text"]] * 2,
+             "tgt_img_path": [row["pos_image_path"], row["neg_image_path"]]}
+            for row in rows
+        ]
+    ).to_parquet(str(eval_dir / "ToyT2I.parquet"))  # fmt: skip
+    arguments = _overrides(fixture, tmp_path / "out", max_steps=2, eval_data=eval_dir, eval_every_n_steps=1)
+    trainer = main([TINY, *arguments, "--eval_image_root", str(fixture["image_root"])])
+    logged = [entry["eval_ToyT2I_p@1"] for entry in trainer.state.log_history if "eval_ToyT2I_p@1" in entry]
+    assert len(logged) == 2 and all(0.0 <= value <= 1.0 for value in logged)
