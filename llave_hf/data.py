@@ -212,7 +212,7 @@ def _negatives(row: dict) -> list[tuple[str, str]]:
 
 class ContrastiveCollator:
     """
-    Turns MMEB-train rows into ONE processor batch holding queries, targets and hard negatives (docs/CONTRACTS.md):
+    Turns MMEB-train rows into ONE processor batch holding queries, targets and hard negatives (README, "internal contracts"):
 
         {"inputs": BatchFeature,   # rows [0, B) queries, [B, 2B) targets, [2B, 2B + B*n) negatives (query-major)
          "num_queries": B, "num_negatives": n,

@@ -1,6 +1,6 @@
 """Tiny contrastive datasets and a minimal collator for trainer tests, independent of `llave_hf.data`.
 
-The collator follows the batch layout of docs/CONTRACTS.md: one processor batch holding queries, targets and hard
+The collator follows the batch layout in the README's internal contracts: one processor batch holding queries, targets and hard
 negatives, plus content ids.
 """
 
