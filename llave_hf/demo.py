@@ -34,7 +34,6 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import (
     AutoModel,
@@ -53,7 +52,7 @@ from .modeling.configuration_llave import LlaveEmbeddingConfig
 from .modeling.modeling_llave import LlaveEmbeddingModel
 from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, MMEB_IMAGE_PLACEHOLDER
 from .processors import build_processor
-from .testing import SPECIAL_TOKENS
+from .testing import train_bpe_tokenizer
 from .train import parse_args
 
 
@@ -122,23 +121,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE) -> PreTraine
     "tone", "flag", "face", ...), which a tiny model composes far more easily than bytes; byte-level, it still encodes
     any text, the held-out names included.
     """
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator((LLAVE_PROMPT_TEMPLATE.replace("{text}", text) for text in texts), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        padding_side="right",  # saved only when given to the constructor
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    return train_bpe_tokenizer((LLAVE_PROMPT_TEMPLATE.replace("{text}", text) for text in texts), vocab_size)
 
 
 def build_model(tokenizer, seed: int = 0):

@@ -4,6 +4,7 @@ Tests, the demo and the CPU preset use these: hidden size 64, 2 layers, 32x32 im
 tokenizer trained on the spot with `tokenizers`, carrying the Qwen special tokens. Nothing touches the network.
 """
 
+from collections.abc import Iterable
 from functools import lru_cache
 
 import torch
@@ -50,8 +51,7 @@ _CORPUS = [
 ]
 
 
-@lru_cache(maxsize=None)
-def _tokenizer_json(vocab_size: int) -> str:
+def _train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -61,19 +61,33 @@ def _tokenizer_json(vocab_size: int) -> str:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    return tokenizer.to_str()
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
 
 
-def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with the Qwen special tokens, trained offline (deterministic)."""
+def _as_transformers_tokenizer(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json(vocab_size)),
+        tokenizer_object=tokenizer,
         pad_token="<|endoftext|>",
         eos_token="<|im_end|>",
         padding_side="right",  # saved only when given to the constructor
         extra_special_tokens={"image_token": "<image>"},
     )
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the Qwen special tokens, trained offline on `texts` (deterministic)."""
+    return _as_transformers_tokenizer(_train_bpe(texts, vocab_size))
+
+
+@lru_cache(maxsize=None)
+def _tiny_tokenizer_json(vocab_size: int) -> str:
+    return _train_bpe(_CORPUS * 4, vocab_size).to_str()
+
+
+def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the Qwen special tokens, trained on a small fixed corpus (deterministic)."""
+    return _as_transformers_tokenizer(Tokenizer.from_str(_tiny_tokenizer_json(vocab_size)))
 
 
 def _text_config(tokenizer, **overrides) -> Qwen2Config:

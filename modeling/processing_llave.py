@@ -8,7 +8,6 @@ its sibling files. It needs no torchvision: image processors are transformers' P
 import math
 import os
 
-import torch
 import transformers
 from PIL import Image, UnidentifiedImageError
 from transformers import BatchFeature

@@ -20,3 +20,6 @@ def make_image():
         return Image.fromarray(pixels)
 
     return make
+
+
+from hub_server import hub_server  # noqa: E402, F401  (the local Hub fixture, for tests/test_hub.py)

@@ -19,7 +19,7 @@ from huggingface_hub.utils import logging as hub_logging
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging as transformers_logging
 
-from hub_server import TOKEN, USER, hub_server  # noqa: F401
+from hub_server import TOKEN, USER
 from llave_hf.hub import (
     PIPELINE_TAG,
     HubPublishMixin,
