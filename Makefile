@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet $(TORCH)
 	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -c constraints.txt -e ".[deepspeed,eval,demo,test]"
 	touch $@
 
