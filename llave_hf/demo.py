@@ -35,15 +35,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import (
-    AutoModel,
-    AutoProcessor,
-    LlavaOnevisionConfig,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    SiglipVisionConfig,
-)
-from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
+from transformers import AutoModel, AutoProcessor, PreTrainedTokenizerFast
 
 from .emoji_data import I2T_INSTRUCTION, IMAGE_TARGET_TEXT, T2I_INSTRUCTION, build_emoji_dataset
 from .evaluation import MMEBEvaluator
@@ -52,7 +44,7 @@ from .modeling.configuration_llave import LlaveEmbeddingConfig
 from .modeling.modeling_llave import LlaveEmbeddingModel
 from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, MMEB_IMAGE_PLACEHOLDER
 from .processors import build_processor
-from .testing import train_bpe_tokenizer
+from .testing import tiny_backbone_config, tiny_image_processor, train_bpe_tokenizer
 from .train import parse_args
 
 
@@ -78,26 +70,12 @@ RUNS = {
     )
 }
 
-# The demo backbone: a tiny LLaVA-OneVision. 64-px tiles of 16-px patches see the rendered emoji at full resolution
-# with as few image tokens as 32-px tiles of 8-px patches; a single grid pinpoint gives the base view plus one tile.
+# The demo backbone: `llave_hf.testing`'s tiny LLaVA-OneVision (language model hidden size 64, 2 layers; SigLIP tower
+# hidden size 32, 2 layers). 64-px tiles of 16-px patches see the rendered emoji at full resolution with as few image
+# tokens as 32-px tiles of 8-px patches; a single grid pinpoint gives the base view plus one tile.
 IMAGE_SIZE = 64
-TEXT_CONFIG = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-)
-VISION_CONFIG = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    image_size=IMAGE_SIZE,
-    patch_size=16,
-    vision_use_head=False,
-)
+PATCH_SIZE = 16
+MAX_LENGTH = 512
 VOCAB_SIZE = 2000
 # The same pipeline at toy scale, for the tests: 40 emoji, a few steps.
 QUICK = dict(num_emoji=40, max_steps=4, batch_size=4)
@@ -125,33 +103,16 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE) -> PreTraine
 
 
 def build_model(tokenizer, seed: int = 0):
-    """The demo's tiny random `LlaveEmbeddingModel` (see `TEXT_CONFIG`, `VISION_CONFIG`) and its processor."""
-    token_id = tokenizer.convert_tokens_to_ids
-    backbone_config = LlavaOnevisionConfig(
-        vision_config=SiglipVisionConfig(**VISION_CONFIG),
-        text_config=Qwen2Config(
-            vocab_size=len(tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **TEXT_CONFIG,
-        ),
-        image_token_index=token_id("<image>"),
-        video_token_index=token_id("<video>"),
-        image_grid_pinpoints=[[IMAGE_SIZE, IMAGE_SIZE]],
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
-        vision_aspect_ratio="anyres_max_9",
-    )
-    image_processor = LlavaOnevisionImageProcessorPil(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_grid_pinpoints=[[IMAGE_SIZE, IMAGE_SIZE]],
-        image_mean=[0.5, 0.5, 0.5],  # SigLIP normalisation, as LLaVE
-        image_std=[0.5, 0.5, 0.5],
-    )
+    """The demo's tiny random `LlaveEmbeddingModel` (see `IMAGE_SIZE`, `PATCH_SIZE`) and its processor."""
+    grid = [[IMAGE_SIZE, IMAGE_SIZE]]
+    backbone_config = tiny_backbone_config(
+        "llava_onevision", tokenizer, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, grid_pinpoints=grid,
+        max_position_embeddings=MAX_LENGTH,
+    )  # fmt: skip
+    image_processor = tiny_image_processor("llava_onevision", image_size=IMAGE_SIZE, grid_pinpoints=grid)
     torch.manual_seed(seed)
     model = LlaveEmbeddingModel(LlaveEmbeddingConfig(backbone_config=backbone_config))
-    max_length = TEXT_CONFIG["max_position_embeddings"]
-    processor = build_processor(backbone_config, tokenizer, image_processor, max_length=max_length)
+    processor = build_processor(backbone_config, tokenizer, image_processor, max_length=MAX_LENGTH)
     return model, processor
 
 
@@ -347,6 +308,7 @@ def compare(run: Run, baseline: Run, evaluations: dict, num_queries: int) -> str
 
 def write_report(output_dir: Path, runs, setup: dict, training: dict, evaluations: dict, best: str, answers) -> str:
     """Writes `output_dir/REPORT.md` and returns its text."""
+    language, vision = setup["text_config"], setup["vision_config"]
     first = next(iter(evaluations.values()))["datasets"]
     num_queries = first["Emoji_t2i"]["counts"]["num_queries"]
     candidates = first["Emoji_t2i"]["counts"]["num_candidates"] / num_queries
@@ -385,9 +347,9 @@ below was measured in that run.
   neighbours (flags, clocks, ...) first, then random ones. Chance: P@1 {_pct(1 / candidates)}%, R@5
   {_pct(min(5, candidates) / candidates)}%.
 - **Model**: a tiny random LLaVA-OneVision ({setup['num_parameters']:,} parameters: language model hidden size
-  {TEXT_CONFIG['hidden_size']}, {TEXT_CONFIG['num_hidden_layers']} layers; SigLIP tower hidden size
-  {VISION_CONFIG['hidden_size']}, {VISION_CONFIG['num_hidden_layers']} layers, {IMAGE_SIZE}-px tiles of
-  {VISION_CONFIG['patch_size']}-px patches), with LLaVE's prompt format and last-token pooling, and a byte-level BPE
+  {language['hidden_size']}, {language['num_hidden_layers']} layers; SigLIP tower hidden size
+  {vision['hidden_size']}, {vision['num_hidden_layers']} layers, {vision['image_size']}-px tiles of
+  {vision['patch_size']}-px patches), with LLaVE's prompt format and last-token pooling, and a byte-level BPE
   tokenizer of {setup['vocab_size']} tokens trained on the training captions only. The vision tower is trained: LLaVE
   freezes a *pretrained* SigLIP tower, and no pretrained tower is available offline; frozen, a random one would only
   offer random features.
@@ -516,6 +478,11 @@ def _demo(args, start: float) -> dict:
         "num_train_rows": dataset.num_train_rows,
         "num_eval_emoji": dataset.num_eval_emoji,
         "num_parameters": num_parameters,
+        "text_config": {k: getattr(model.config.backbone_config.text_config, k) for k in ("hidden_size", "num_hidden_layers")},
+        "vision_config": {
+            k: getattr(model.config.backbone_config.vision_config, k)
+            for k in ("hidden_size", "num_hidden_layers", "image_size", "patch_size")
+        },
         "vocab_size": len(tokenizer),
         "max_steps": training_args.max_steps,
         "batch_size": training_args.per_device_train_batch_size,

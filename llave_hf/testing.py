@@ -106,25 +106,36 @@ def _text_config(tokenizer, **overrides) -> Qwen2Config:
     return Qwen2Config(**values)
 
 
-def _siglip_vision_config() -> SiglipVisionConfig:
+def _siglip_vision_config(image_size: int, patch_size: int) -> SiglipVisionConfig:
     return SiglipVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=8, vision_use_head=False,
+        image_size=image_size, patch_size=patch_size, vision_use_head=False,
     )  # fmt: skip
 
 
-def tiny_backbone_config(family: str, tokenizer, **text_overrides):
-    """Config of a tiny random backbone of `family` (one of `FAMILIES`)."""
+def _grid_pinpoints(image_size: int) -> list[list[int]]:
+    """anyres grids of 1x1 to 2x2 tiles, as LLaVE's (1x1)...(2x2) of 384-px tiles."""
+    return [[image_size * rows, image_size * columns] for rows in (1, 2) for columns in (1, 2)]
+
+
+def tiny_backbone_config(
+    family: str, tokenizer, *, image_size: int = IMAGE_SIZE, patch_size: int = 8, grid_pinpoints=None, **text_overrides
+):
+    """Config of a tiny random backbone of `family` (one of `FAMILIES`).
+
+    `image_size`, `patch_size` and `grid_pinpoints` (default: 1x1 to 2x2 tiles) shape the LLaVA-OneVision tower and
+    its anyres tiling; `text_overrides` go to the language model's config.
+    """
     token_id = tokenizer.convert_tokens_to_ids
     if family == "qwen2":
         return _text_config(tokenizer, **text_overrides)
     if family == "llava_onevision":
         return LlavaOnevisionConfig(
-            vision_config=_siglip_vision_config(),
+            vision_config=_siglip_vision_config(image_size, patch_size),
             text_config=_text_config(tokenizer, **text_overrides),
             image_token_index=token_id("<image>"),
             video_token_index=token_id("<video>"),
-            image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
+            image_grid_pinpoints=grid_pinpoints or _grid_pinpoints(image_size),
             vision_feature_layer=-1,
             vision_feature_select_strategy="full",
             vision_aspect_ratio="anyres_max_9",
@@ -163,12 +174,13 @@ def tiny_backbone_config(family: str, tokenizer, **text_overrides):
     raise ValueError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
 
 
-def tiny_image_processor(family: str):
-    """The PIL image processor of `tiny_backbone_config(family)`: 32-px images (`None` for the text-only family)."""
+def tiny_image_processor(family: str, *, image_size: int = IMAGE_SIZE, grid_pinpoints=None):
+    """The PIL image processor of `tiny_backbone_config(family)` (`None` for the text-only family); `image_size` and
+    `grid_pinpoints` as given to it (LLaVA-OneVision)."""
     if family == "llava_onevision":
         return LlavaOnevisionImageProcessorPil(
-            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-            image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
+            size={"height": image_size, "width": image_size},
+            image_grid_pinpoints=grid_pinpoints or _grid_pinpoints(image_size),
             image_mean=[0.5, 0.5, 0.5],  # SigLIP normalisation, as LLaVE
             image_std=[0.5, 0.5, 0.5],
         )
