@@ -60,13 +60,13 @@ def llave_05b(attn: str):
     return model, processor
 
 
-def batch_items(size: int, image_size: int):
+def batch_items(size: int, image_size: int) -> tuple[list[str], list]:
+    """Texts and images of `size` image queries followed by their `size` caption targets."""
     rng = np.random.RandomState(0)
     images = [Image.fromarray(rng.randint(0, 256, (image_size, image_size, 3), dtype=np.uint8)) for _ in range(size)]
     caption = "a photo of a dog running on the beach next to a red ball, with trees and a house behind it " * 2
-    queries = (["<|image_1|> Find a caption describing the given everyday image."] * size, images)
-    targets = ([caption] * size, [None] * size)
-    return queries[0] + targets[0], queries[1] + targets[1]
+    texts = ["<|image_1|> Find a caption describing the given everyday image."] * size + [caption] * size
+    return texts, images + [None] * size
 
 
 def model_flops(model, inputs) -> float:
