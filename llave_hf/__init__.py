@@ -3,8 +3,9 @@
 from transformers import AutoConfig, AutoModel, AutoProcessor
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-from .modeling.configuration_llave import SUPPORTED_BACKBONES, LlaveEmbeddingConfig
-from .modeling.modeling_llave import LlaveEmbeddingModel, LlaveEmbeddingOutput
+from .modeling.backbones import SUPPORTED_BACKBONES
+from .modeling.configuration_llave import LlaveEmbeddingConfig
+from .modeling.modeling_llave import LlaveEmbeddingModel, LlaveEmbeddingOutput, NonFiniteEmbeddingError
 from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, MMEB_IMAGE_PLACEHOLDER, LlaveProcessor, LlaveTextProcessor
 
 
@@ -31,4 +32,5 @@ __all__ = [
     "LlaveEmbeddingOutput",
     "LlaveProcessor",
     "LlaveTextProcessor",
+    "NonFiniteEmbeddingError",
 ]

@@ -17,37 +17,28 @@ import contextlib
 
 import torch
 
+from .modeling.backbones import backbone_family
+
 
 def rows_with_images(input_ids: torch.Tensor, image_token_id: int) -> torch.Tensor:
     """(batch,) bool: which rows hold an image (its tokens)."""
     return (input_ids == image_token_id).any(dim=1)
 
 
-def slice_rows(inputs: dict, start: int, end: int, image_token_id: int | None) -> dict:
-    """The rows ``[start, end)`` of a processor batch, with the image tensors of exactly those rows.
+def slice_rows(inputs: dict, start: int, end: int, backbone_config) -> dict:
+    """The rows ``[start, end)`` of a processor batch, with the image inputs of exactly those rows.
 
-    Image tensors are laid out per image in row order: batch-first (LLaVA-OneVision, LLaVA: one entry per image,
-    with `image_sizes` beside) or flattened patches (Qwen2-VL: `image_grid_thw` says how many patches each image
-    has).
+    Image inputs hold one image per image-bearing row, in row order; how to cut them is the family's
+    (`BackboneFamily.slice_images`).
     """
-    sliced = {key: value[start:end] for key, value in inputs.items() if key in ("input_ids", "attention_mask")}
-    if "mm_token_type_ids" in inputs:
-        sliced["mm_token_type_ids"] = inputs["mm_token_type_ids"][start:end]
+    family = backbone_family(backbone_config)
+    sliced = {key: inputs[key][start:end] for key in ("input_ids", "attention_mask", *family.token_inputs) if key in inputs}
     if inputs.get("pixel_values") is None:
         return sliced
-    has_image = rows_with_images(inputs["input_ids"], image_token_id)
+    has_image = rows_with_images(inputs["input_ids"], getattr(backbone_config, family.image_token_attr))
     first, last = int(has_image[:start].sum()), int(has_image[:end].sum())
-    if first == last:
-        return sliced
-    if "image_grid_thw" in inputs:
-        patches = inputs["image_grid_thw"].prod(dim=1).cumsum(0)
-        offsets = torch.cat([patches.new_zeros(1), patches])
-        sliced["pixel_values"] = inputs["pixel_values"][int(offsets[first]) : int(offsets[last])]
-        sliced["image_grid_thw"] = inputs["image_grid_thw"][first:last]
-    else:
-        sliced["pixel_values"] = inputs["pixel_values"][first:last]
-        if "image_sizes" in inputs:
-            sliced["image_sizes"] = inputs["image_sizes"][first:last]
+    if first < last:
+        sliced.update(family.slice_images(inputs, first, last))
     return sliced
 
 
@@ -70,7 +61,8 @@ def grad_cache_backward(
     chunk_size: int,
     loss_fn,
     backward,
-    image_token_id: int | None = None,
+    *,
+    backbone_config,
     no_sync=None,
     sync_last_chunk: bool = True,
 ) -> torch.Tensor:
@@ -82,7 +74,8 @@ def grad_cache_backward(
         chunk_size: rows per chunk.
         loss_fn: `embeddings (rows, dim) -> scalar loss`; it may gather across processes.
         backward: `tensor -> None` running the backward pass (e.g. `accelerator.backward`).
-        image_token_id: the backbone's image token, to find each row's image.
+        backbone_config: the backbone's config (`model.config.backbone_config`): its family says how to cut the
+            image inputs by rows.
         no_sync: `model -> context manager` suppressing DDP's gradient all-reduce, used for every chunk but the
             last (which syncs when `sync_last_chunk`).
 
@@ -95,7 +88,7 @@ def grad_cache_backward(
     with torch.no_grad():
         for start, end in bounds:
             states.append(_RandomState())
-            chunks.append(model(**slice_rows(inputs, start, end, image_token_id)).embeddings)
+            chunks.append(model(**slice_rows(inputs, start, end, backbone_config)).embeddings)
     embeddings = torch.cat(chunks).detach().requires_grad_()
     loss = loss_fn(embeddings)
     # The loss's graph holds no parameters, so a plain autograd backward suffices (the gather's backward runs
@@ -109,7 +102,7 @@ def grad_cache_backward(
         last = index == len(bounds) - 1
         context = no_sync(model) if no_sync is not None and not (last and sync_last_chunk) else contextlib.nullcontext()
         with context:
-            chunk = model(**slice_rows(inputs, start, end, image_token_id)).embeddings
+            chunk = model(**slice_rows(inputs, start, end, backbone_config)).embeddings
             backward(torch.sum(chunk * gradients[start:end]))
     after.restore()  # the next step draws the same numbers as after an uncached step
     return loss.detach()

@@ -22,13 +22,13 @@ from transformers.models.llava.image_processing_pil_llava import LlavaImageProce
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from .modeling.backbones import SUPPORTED_BACKBONES
 from .modeling.configuration_llave import LlaveEmbeddingConfig
 from .modeling.modeling_llave import LlaveEmbeddingModel
 from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, LlaveProcessor
 from .processors import build_processor
 
 
-FAMILIES = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "llava", "qwen2")
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",
@@ -118,6 +118,106 @@ def _grid_pinpoints(image_size: int) -> list[list[int]]:
     return [[image_size * rows, image_size * columns] for rows in (1, 2) for columns in (1, 2)]
 
 
+def _tiny_llava_onevision(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
+    return LlavaOnevisionConfig(
+        vision_config=_siglip_vision_config(image_size, patch_size),
+        text_config=_text_config(tokenizer, **text_overrides),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=grid_pinpoints or _grid_pinpoints(image_size),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+    )
+
+
+def _tiny_llava(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
+    return LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=IMAGE_SIZE, patch_size=8, projection_dim=32,
+        ),  # fmt: skip
+        text_config=_text_config(tokenizer, **text_overrides),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+
+
+def _qwen_vl_config(family: str, tokenizer, text_overrides: dict, vision: dict, mrope_section: list[int]):
+    """A tiny Qwen-VL-family config: M-RoPE text model, the Qwen vision tokens."""
+    text = _text_config(tokenizer, **text_overrides).to_dict()
+    text.update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section})
+    token_id = tokenizer.convert_tokens_to_ids
+    return AutoConfig.for_model(
+        family,
+        text_config={**text, "model_type": f"{family}_text"},
+        vision_config=vision,
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+    )
+
+
+_QWEN_VISION = dict(depth=2, num_heads=2, patch_size=4, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+
+
+def _tiny_qwen2_vl(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
+    vision = dict(_QWEN_VISION, embed_dim=32, hidden_size=HIDDEN_SIZE, mlp_ratio=2)
+    return _qwen_vl_config("qwen2_vl", tokenizer, text_overrides, vision, [2, 3, 3])
+
+
+def _tiny_qwen2_5_vl(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
+    vision = dict(
+        _QWEN_VISION, hidden_size=32, out_hidden_size=HIDDEN_SIZE, intermediate_size=64, window_size=16,
+        fullatt_block_indexes=[1],
+    )  # fmt: skip
+    return _qwen_vl_config("qwen2_5_vl", tokenizer, text_overrides, vision, [2, 3, 3])
+
+
+def _tiny_qwen2(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
+    return _text_config(tokenizer, **text_overrides)
+
+
+def _qwen_vl_image_processor(image_size, grid_pinpoints):
+    return Qwen2VLImageProcessorPil(
+        min_pixels=16 * 16, max_pixels=64 * 64, patch_size=4, merge_size=2, temporal_patch_size=2
+    )
+
+
+def _llava_onevision_image_processor(image_size, grid_pinpoints):
+    return LlavaOnevisionImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_grid_pinpoints=grid_pinpoints or _grid_pinpoints(image_size),
+        image_mean=[0.5, 0.5, 0.5],  # SigLIP normalisation, as LLaVE
+        image_std=[0.5, 0.5, 0.5],
+    )
+
+
+def _llava_image_processor(image_size, grid_pinpoints):
+    return LlavaImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+
+
+# Each family's tiny backbone: (config builder, PIL image processor builder or None for text-only).
+_TINY_BUILDERS = {
+    "llava_onevision": (_tiny_llava_onevision, _llava_onevision_image_processor),
+    "qwen2_vl": (_tiny_qwen2_vl, _qwen_vl_image_processor),
+    "qwen2_5_vl": (_tiny_qwen2_5_vl, _qwen_vl_image_processor),
+    "llava": (_tiny_llava, _llava_image_processor),
+    "qwen2": (_tiny_qwen2, None),
+}
+FAMILIES = SUPPORTED_BACKBONES  # every supported family has a tiny backbone: the tests run each
+
+
+def _builders(family: str):
+    if family not in _TINY_BUILDERS:
+        raise ValueError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
+    return _TINY_BUILDERS[family]
+
+
 def tiny_backbone_config(
     family: str, tokenizer, *, image_size: int = IMAGE_SIZE, patch_size: int = 8, grid_pinpoints=None, **text_overrides
 ):
@@ -126,75 +226,14 @@ def tiny_backbone_config(
     `image_size`, `patch_size` and `grid_pinpoints` (default: 1x1 to 2x2 tiles) shape the LLaVA-OneVision tower and
     its anyres tiling; `text_overrides` go to the language model's config.
     """
-    token_id = tokenizer.convert_tokens_to_ids
-    if family == "qwen2":
-        return _text_config(tokenizer, **text_overrides)
-    if family == "llava_onevision":
-        return LlavaOnevisionConfig(
-            vision_config=_siglip_vision_config(image_size, patch_size),
-            text_config=_text_config(tokenizer, **text_overrides),
-            image_token_index=token_id("<image>"),
-            video_token_index=token_id("<video>"),
-            image_grid_pinpoints=grid_pinpoints or _grid_pinpoints(image_size),
-            vision_feature_layer=-1,
-            vision_feature_select_strategy="full",
-            vision_aspect_ratio="anyres_max_9",
-        )
-    if family == "llava":
-        return LlavaConfig(
-            vision_config=CLIPVisionConfig(
-                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                image_size=IMAGE_SIZE, patch_size=8, projection_dim=32,
-            ),  # fmt: skip
-            text_config=_text_config(tokenizer, **text_overrides),
-            image_token_index=token_id("<image>"),
-            vision_feature_layer=-2,
-            vision_feature_select_strategy="default",
-        )
-    if family in ("qwen2_vl", "qwen2_5_vl"):
-        text = _text_config(tokenizer, **text_overrides).to_dict()
-        text.update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
-        vision = dict(depth=2, num_heads=2, patch_size=4, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
-        if family == "qwen2_vl":
-            vision.update(embed_dim=32, hidden_size=HIDDEN_SIZE, mlp_ratio=2)
-        else:
-            vision.update(
-                hidden_size=32, out_hidden_size=HIDDEN_SIZE, intermediate_size=64, window_size=16,
-                fullatt_block_indexes=[1],
-            )  # fmt: skip
-        return AutoConfig.for_model(
-            family,
-            text_config={**text, "model_type": f"{family}_text"},
-            vision_config=vision,
-            image_token_id=token_id("<|image_pad|>"),
-            video_token_id=token_id("<|video_pad|>"),
-            vision_start_token_id=token_id("<|vision_start|>"),
-            vision_end_token_id=token_id("<|vision_end|>"),
-        )
-    raise ValueError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
+    return _builders(family)[0](tokenizer, image_size, patch_size, grid_pinpoints, text_overrides)
 
 
 def tiny_image_processor(family: str, *, image_size: int = IMAGE_SIZE, grid_pinpoints=None):
     """The PIL image processor of `tiny_backbone_config(family)` (`None` for the text-only family); `image_size` and
     `grid_pinpoints` as given to it (LLaVA-OneVision)."""
-    if family == "llava_onevision":
-        return LlavaOnevisionImageProcessorPil(
-            size={"height": image_size, "width": image_size},
-            image_grid_pinpoints=grid_pinpoints or _grid_pinpoints(image_size),
-            image_mean=[0.5, 0.5, 0.5],  # SigLIP normalisation, as LLaVE
-            image_std=[0.5, 0.5, 0.5],
-        )
-    if family == "llava":
-        return LlavaImageProcessorPil(
-            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-        )
-    if family in ("qwen2_vl", "qwen2_5_vl"):
-        return Qwen2VLImageProcessorPil(
-            min_pixels=16 * 16, max_pixels=64 * 64, patch_size=4, merge_size=2, temporal_patch_size=2
-        )
-    if family == "qwen2":
-        return None
-    raise ValueError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
+    build = _builders(family)[1]
+    return build(image_size, grid_pinpoints) if build is not None else None
 
 
 def tiny_processor(family: str, tokenizer=None, max_length: int = 512) -> LlaveProcessor:

@@ -10,8 +10,7 @@ from typing import Literal
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-
-SUPPORTED_BACKBONES = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "llava", "qwen2")
+from .backbones import backbone_family
 
 
 class LlaveEmbeddingConfig(PretrainedConfig):
@@ -22,8 +21,8 @@ class LlaveEmbeddingConfig(PretrainedConfig):
     Args:
         backbone_config (`dict` or `PretrainedConfig`, *optional*):
             Config of the backbone, built with `AutoModel.from_config`. One of the model types in
-            `SUPPORTED_BACKBONES`: LLaVA-OneVision (the released LLaVE models), Qwen2-VL, Qwen2.5-VL, LLaVA, or a
-            text-only Qwen2 language model. Defaults to a default Qwen2 config.
+            `SUPPORTED_BACKBONES` (see `backbones.py`): LLaVA-OneVision (the released LLaVE models), Qwen2-VL,
+            Qwen2.5-VL, LLaVA, or a text-only Qwen2 language model. Defaults to a default Qwen2 config.
         pooling (`str`, *optional*, defaults to `"last"`):
             `"last"`: the final hidden state of the last non-padding token (LLaVE). `"mean"`: the mean over all
             non-padding tokens.
@@ -49,11 +48,7 @@ class LlaveEmbeddingConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.backbone_config.model_type not in SUPPORTED_BACKBONES:
-            raise ValueError(
-                f"Unsupported backbone model_type {self.backbone_config.model_type!r}; "
-                f"expected one of {', '.join(SUPPORTED_BACKBONES)}."
-            )
+        backbone_family(self.backbone_config)  # raises for an unsupported family
         if self.pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}.")
 

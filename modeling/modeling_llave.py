@@ -9,6 +9,7 @@ its sibling files.
 """
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -17,21 +18,20 @@ from transformers import AutoModel, AutoProcessor, PreTrainedModel
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import ModelOutput, logging
 
+from .backbones import backbone_family
 from .configuration_llave import LlaveEmbeddingConfig
 from .processing_llave import load_image
 
 
 logger = logging.get_logger(__name__)
 
-# Backbone inputs forwarded per family; anything else a processor returns is not a model input.
-_IMAGE_INPUTS = {
-    "llava_onevision": ("pixel_values", "image_sizes"),
-    "qwen2_vl": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
-    "qwen2_5_vl": ("pixel_values", "image_grid_thw", "mm_token_type_ids"),
-    "llava": ("pixel_values",),
-    "qwen2": (),
-}
 _PROGRESS_BAR_MIN_ITEMS = 256
+ConvertTo = Literal["tensor", "numpy", "list"]
+
+
+class NonFiniteEmbeddingError(RuntimeError):
+    """The model produced a NaN or infinite embedding: a fault of the model (its weights or numerics), not of the
+    input. Bad input raises `ValueError`, `TypeError` or `FileNotFoundError` instead."""
 
 
 @dataclass
@@ -114,9 +114,24 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         self.backbone.set_input_embeddings(value)
 
     @property
+    def backbone_family(self):
+        """The backbone's entry in the family table (`backbones.BACKBONES`)."""
+        return backbone_family(self.config.backbone_config)
+
+    @property
     def vision_tower(self) -> nn.Module | None:
         """The backbone's vision encoder (`None` for text-only backbones)."""
-        return getattr(self.backbone, "vision_tower", None) or getattr(self.backbone, "visual", None)
+        path = self.backbone_family.vision_tower
+        return self.backbone.get_submodule(path) if path is not None else None
+
+    def freeze_vision_tower(self) -> int:
+        """Freezes the vision encoder but not the projector (LLaVE trains the projector and the language model);
+        returns the number of parameters frozen (their full size under DeepSpeed ZeRO-3, which partitions them)."""
+        frozen = 0
+        for parameter in self.backbone_family.frozen_tower_parameters(self.backbone):
+            parameter.requires_grad_(False)
+            frozen += getattr(parameter, "ds_numel", 0) or parameter.numel()
+        return frozen
 
     def forward(
         self,
@@ -145,28 +160,25 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         mm_token_type_ids (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
             Qwen2-VL: 1 at image tokens, 0 elsewhere.
         """
+        family = self.backbone_family
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if mm_token_type_ids is not None:
-            attention_mask, input_ids, mm_token_type_ids = align_right(attention_mask, input_ids, mm_token_type_ids)
-        else:
-            attention_mask, input_ids = align_right(attention_mask, input_ids)
-
-        images = {
+        given = {
             "pixel_values": pixel_values,
             "image_sizes": image_sizes,
             "image_grid_thw": image_grid_thw,
             "mm_token_type_ids": mm_token_type_ids,
         }
-        backbone_inputs = {
-            name: images[name]
-            for name in _IMAGE_INPUTS[self.config.backbone_config.model_type]
-            if images[name] is not None and (name == "mm_token_type_ids" or pixel_values is not None)
-        }
-        if "pixel_values" in backbone_inputs:
+        token_names = [name for name in family.token_inputs if given[name] is not None]
+        attention_mask, input_ids, *token_tensors = align_right(
+            attention_mask, input_ids, *(given[name] for name in token_names)
+        )
+        backbone_inputs = dict(zip(token_names, token_tensors))
+        if pixel_values is not None:
+            if "pixel_values" not in family.image_inputs:
+                raise ValueError(f"{family.model_type} is a text-only backbone: it takes no pixel_values.")
+            backbone_inputs.update((name, given[name]) for name in family.image_inputs if given[name] is not None)
             backbone_inputs["pixel_values"] = pixel_values.to(self.dtype)
-        elif pixel_values is not None:
-            raise ValueError(f"{self.config.backbone_config.model_type} is a text-only backbone: it takes no pixel_values.")
 
         outputs = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs, **kwargs
@@ -206,8 +218,9 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         instruction: str | None = None,
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
-        convert_to: str = "tensor",
+        convert_to: ConvertTo = "tensor",
         processor=None,
+        item_names: list[str] | None = None,
     ):
         r"""
         Embeds texts, images, or image+text pairs.
@@ -223,17 +236,21 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             show_progress_bar (`bool`, *optional*): defaults to showing a bar from 256 items on.
             convert_to (`str`): `"tensor"` (float32 CPU tensor), `"numpy"` or `"list"`.
             processor (*optional*): overrides `model.processor`.
+            item_names (`list[str]`, *optional*): what error messages call each item (default `"item <index>"`),
+                e.g. the positions in a request that a server received.
 
         Returns:
             `(num_items, hidden_size)` embeddings (L2-normalised when `config.normalize`), one row per item, in input
             order.
 
         Raises:
-            `ValueError` (or `FileNotFoundError`, `TypeError`) naming the item for empty inputs, lists of different
-            lengths, items with neither text nor image, missing or unreadable image files, and non-finite outputs.
-            Texts longer than the processor's `max_length` are truncated with a warning naming the item.
+            `ValueError` (or `FileNotFoundError`, `TypeError`) naming the item for bad input: empty inputs, lists of
+            different lengths, items with neither text nor image, missing or unreadable image files.
+            `NonFiniteEmbeddingError` (a `RuntimeError`: the model's fault, not the input's) naming the item for a
+            NaN or infinite embedding. Texts longer than the processor's `max_length` are truncated with a warning
+            naming the item.
         """
-        if convert_to not in ("tensor", "numpy", "list"):
+        if convert_to not in get_args(ConvertTo):
             raise ValueError(f"convert_to must be 'tensor', 'numpy' or 'list', got {convert_to!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -249,11 +266,15 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             raise ValueError("encode() got empty inputs.")
         texts = list(texts) if texts is not None else [None] * size
         images = list(images) if images is not None else [None] * size
-        for index, (text, image) in enumerate(zip(texts, images)):
+        if item_names is None:
+            item_names = [f"item {index}" for index in range(size)]
+        elif len(item_names) != size:
+            raise ValueError(f"`item_names` has {len(item_names)} names for {size} items.")
+        for name, text, image in zip(item_names, texts, images):
             if text is None and image is None:
-                raise ValueError(f"item {index}: neither text nor image.")
+                raise ValueError(f"{name}: neither text nor image.")
             if text is not None and not isinstance(text, str):
-                raise TypeError(f"item {index}: a text must be a string or None, got {type(text).__name__}.")
+                raise TypeError(f"{name}: a text must be a string or None, got {type(text).__name__}.")
 
         # Longest first (images count as long): batch-mates pad little, and a too-large batch fails at once.
         order = sorted(range(size), key=lambda i: (images[i] is not None, len(texts[i] or "")), reverse=True)
@@ -268,7 +289,7 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         try:
             for start in tqdm(range(0, size, batch_size), desc="Encoding", disable=not show, unit="batch"):
                 indices = order[start : start + batch_size]
-                names = [f"item {i}" for i in indices]
+                names = [item_names[i] for i in indices]
                 batch_images = [
                     load_image(images[i], name) if images[i] is not None else None for i, name in zip(indices, names)
                 ]
@@ -279,7 +300,7 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                     batch_embeddings = self(**inputs).embeddings.float().cpu()
                 bad = (~torch.isfinite(batch_embeddings).all(dim=1)).nonzero().flatten().tolist()
                 if bad:
-                    raise ValueError(f"non-finite embedding for {', '.join(names[b] for b in bad)}.")
+                    raise NonFiniteEmbeddingError(f"non-finite embedding for {', '.join(names[b] for b in bad)}.")
                 embeddings[indices] = batch_embeddings
         finally:
             self.train(was_training)
@@ -291,4 +312,11 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         return embeddings
 
 
-__all__ = ["LlaveEmbeddingModel", "LlaveEmbeddingOutput", "LlaveEmbeddingPreTrainedModel", "align_right", "pool"]
+__all__ = [
+    "LlaveEmbeddingModel",
+    "LlaveEmbeddingOutput",
+    "LlaveEmbeddingPreTrainedModel",
+    "NonFiniteEmbeddingError",
+    "align_right",
+    "pool",
+]

@@ -5,15 +5,15 @@ This file travels inside every checkpoint (``trust_remote_code``): it imports on
 its sibling files. It needs no torchvision: image processors are transformers' PIL ones.
 """
 
-import math
 import os
 
 import transformers
 from PIL import Image, UnidentifiedImageError
 from transformers import BatchFeature
-from transformers.image_processing_utils import select_best_resolution
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
+
+from .backbones import BackboneFamily, backbone_family
 
 
 logger = logging.get_logger(__name__)
@@ -72,7 +72,8 @@ class LlaveProcessor(ProcessorMixin):
     Args:
         image_processor: a transformers PIL image processor (`None` for text-only backbones).
         tokenizer: the backbone's tokenizer.
-        backbone_type (`str`): `"llava_onevision"`, `"qwen2_vl"` (also for Qwen2.5-VL), `"llava"` or `"text"`.
+        backbone_type (`str`): the backbone config's `model_type`, a key of the family table (`backbones.py`), which
+            says how images become inputs and how many image tokens each takes.
         image_token (`str`): the backbone's image token, repeated once per image feature.
         image_start_token, image_end_token (`str`): tokens around the image tokens (Qwen2-VL's vision start/end).
         num_image_tokens (`int`): features per 384-px tile (LLaVA-OneVision) or per image (LLaVA).
@@ -85,7 +86,7 @@ class LlaveProcessor(ProcessorMixin):
         self,
         image_processor=None,
         tokenizer=None,
-        backbone_type: str = "text",
+        backbone_type: str = "qwen2",
         image_token: str = "<image>",
         image_start_token: str = "",
         image_end_token: str = "",
@@ -96,8 +97,7 @@ class LlaveProcessor(ProcessorMixin):
         chat_template=None,
         **kwargs,
     ):
-        if backbone_type not in ("llava_onevision", "qwen2_vl", "llava", "text"):
-            raise ValueError(f"Unknown backbone_type {backbone_type!r}.")
+        backbone_family(backbone_type)  # raises for an unsupported family
         if "{text}" not in prompt_template:
             raise ValueError("prompt_template must contain '{text}'.")
         self.backbone_type = backbone_type
@@ -143,44 +143,13 @@ class LlaveProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------------------------------
     # images
 
-    def _num_llava_onevision_features(self, height: int, width: int) -> int:
-        """Image features of one image under anyres tiling: base view, unpadded grid and one newline per row."""
-        per_side = int(math.sqrt(self.num_image_tokens))
-        tile_height, tile_width = self.image_processor.size["height"], self.image_processor.size["width"]
-        best_height, best_width = select_best_resolution([height, width], self.image_processor.image_grid_pinpoints)
-        grid_height = per_side * (best_height // tile_height)
-        grid_width = per_side * (best_width // tile_width)
-        # unpad: drop the rows/columns that only hold the letterbox padding
-        if width / height > grid_width / grid_height:
-            new_height = int(round(height * (grid_width / width), 7))
-            grid_height -= 2 * ((grid_height - new_height) // 2)
-        else:
-            new_width = int(round(width * (grid_height / height), 7))
-            grid_width -= 2 * ((grid_width - new_width) // 2)
-        unpadded, newlines = grid_height * grid_width, grid_height
-        max_tiles = int(self.vision_aspect_ratio.removeprefix("anyres_max_"))
-        ratio = math.sqrt(grid_height * grid_width / (max_tiles * per_side**2))
-        if ratio > 1.1:
-            unpadded = int(grid_height // ratio) * int(grid_width // ratio)
-            newlines = int(grid_height // ratio)
-        return self.num_image_tokens + unpadded + newlines
-
     def process_images(self, images: list) -> tuple[dict, list[int]]:
         """Image inputs of the backbone for a list of loaded images, and the number of image tokens of each."""
-        if getattr(self, "image_processor", None) is None:
-            raise ValueError("This processor has no image processor: the backbone is text-only.")
+        if not self.family.multimodal:
+            raise ValueError(f"This processor's backbone ({self.backbone_type}) is text-only: it takes no images.")
         outputs = self.image_processor(images, return_tensors="pt")
-        if self.backbone_type == "llava_onevision":
-            inputs = {"pixel_values": outputs["pixel_values"], "image_sizes": outputs["image_sizes"]}
-            counts = [self._num_llava_onevision_features(int(h), int(w)) for h, w in outputs["image_sizes"]]
-        elif self.backbone_type == "qwen2_vl":
-            inputs = {"pixel_values": outputs["pixel_values"], "image_grid_thw": outputs["image_grid_thw"]}
-            merge = self.image_processor.merge_size**2
-            counts = [int(grid.prod()) // merge for grid in outputs["image_grid_thw"]]
-        else:
-            inputs = {"pixel_values": outputs["pixel_values"]}
-            counts = [self.num_image_tokens] * len(images)
-        return inputs, counts
+        inputs = {name: outputs[name] for name in self.family.image_inputs}
+        return inputs, self.family.count_image_tokens(self, outputs)
 
     # ----------------------------------------------------------------------------------------------------------
     # tokenization
@@ -265,20 +234,18 @@ class LlaveProcessor(ProcessorMixin):
         ]
         batch = self.tokenizer.pad({"input_ids": input_ids}, padding=True, return_tensors=return_tensors)
         data = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **image_inputs}
-        if self.backbone_type == "qwen2_vl":
+        if "mm_token_type_ids" in self.family.token_inputs:
             data["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).int()
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     @property
+    def family(self) -> BackboneFamily:
+        """The backbone's entry in the family table."""
+        return backbone_family(self.backbone_type)
+
+    @property
     def model_input_names(self):
-        names = ["input_ids", "attention_mask"]
-        if self.backbone_type == "llava_onevision":
-            names += ["pixel_values", "image_sizes"]
-        elif self.backbone_type == "qwen2_vl":
-            names += ["pixel_values", "image_grid_thw", "mm_token_type_ids"]
-        elif self.backbone_type == "llava":
-            names += ["pixel_values"]
-        return names
+        return ["input_ids", "attention_mask", *self.family.image_inputs, *self.family.token_inputs]
 
 
 class LlaveTextProcessor(LlaveProcessor):
@@ -287,7 +254,7 @@ class LlaveTextProcessor(LlaveProcessor):
     def __init__(
         self,
         tokenizer=None,
-        backbone_type: str = "text",
+        backbone_type: str = "qwen2",
         prompt_template: str = LLAVE_PROMPT_TEMPLATE,
         max_length: int = 4096,
         chat_template=None,

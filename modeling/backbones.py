@@ -1,0 +1,206 @@
+# Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
+"""What llave-hf knows about each backbone family, in one table: `BACKBONES`, keyed by the backbone config's
+`model_type`.
+
+The model, the processor, GradCache's row slicing and the trainer's tower freezing read every per-family fact from
+here; nothing else branches on the family. Adding a family means one `BackboneFamily` entry, plus what is truly its
+own (a token-count rule if no existing one fits, and a tiny config in `llave_hf.testing`).
+
+This file travels inside every checkpoint (``trust_remote_code``): it imports only torch, transformers and the
+standard library.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from transformers.image_processing_utils import select_best_resolution
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# image-token counts: how many copies of the image token an image expands to, from the image processor's outputs
+
+
+def count_anyres_tokens(processor, outputs) -> list[int]:
+    """LLaVA-OneVision's anyres tiling: the base view, the unpadded grid of tiles and one newline per grid row,
+    pooled down when the grid exceeds `anyres_max_N` tiles (transformers' `LlavaOnevisionModel` feature layout)."""
+    per_side = int(math.sqrt(processor.num_image_tokens))
+    tile_height = processor.image_processor.size["height"]
+    tile_width = processor.image_processor.size["width"]
+    max_tiles = int(processor.vision_aspect_ratio.removeprefix("anyres_max_"))
+    counts = []
+    for height, width in outputs["image_sizes"].tolist():
+        best_height, best_width = select_best_resolution(
+            [height, width], processor.image_processor.image_grid_pinpoints
+        )
+        grid_height = per_side * (best_height // tile_height)
+        grid_width = per_side * (best_width // tile_width)
+        # unpad: drop the rows/columns that only hold the letterbox padding
+        if width / height > grid_width / grid_height:
+            new_height = int(round(height * (grid_width / width), 7))
+            grid_height -= 2 * ((grid_height - new_height) // 2)
+        else:
+            new_width = int(round(width * (grid_height / height), 7))
+            grid_width -= 2 * ((grid_width - new_width) // 2)
+        unpadded, newlines = grid_height * grid_width, grid_height
+        ratio = math.sqrt(grid_height * grid_width / (max_tiles * per_side**2))
+        if ratio > 1.1:
+            unpadded = int(grid_height // ratio) * int(grid_width // ratio)
+            newlines = int(grid_height // ratio)
+        counts.append(processor.num_image_tokens + unpadded + newlines)
+    return counts
+
+
+def count_merged_patch_tokens(processor, outputs) -> list[int]:
+    """Qwen-VL families: one token per `merge_size x merge_size` block of the image's patch grid."""
+    merge = processor.image_processor.merge_size**2
+    return [int(grid.prod()) // merge for grid in outputs["image_grid_thw"]]
+
+
+def count_fixed_tokens(processor, outputs) -> list[int]:
+    """LLaVA: every image is resized to one tile and yields the same number of features."""
+    return [processor.num_image_tokens] * len(outputs["pixel_values"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# processor settings read off a backbone config
+
+
+def _siglip_patches(config) -> dict:
+    """LLaVA-OneVision: SigLIP has no CLS token, so every patch of a tile is a feature."""
+    vision = config.vision_config
+    return {
+        "num_image_tokens": (vision.image_size // vision.patch_size) ** 2,
+        "vision_aspect_ratio": config.vision_aspect_ratio,
+    }
+
+
+def _clip_patches(config) -> dict:
+    """LLaVA's CLIP tower: the "default" feature strategy drops the CLS token, "full" keeps it."""
+    vision = config.vision_config
+    cls_token = int(config.vision_feature_select_strategy == "full")
+    return {"num_image_tokens": (vision.image_size // vision.patch_size) ** 2 + cls_token}
+
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    """The facts of one backbone family.
+
+    Attributes:
+        model_type: the backbone config's `model_type`.
+        image_inputs: the backbone's forward arguments that carry images (one entry per image, in row order).
+        token_inputs: per-token tensors the processor adds beside `input_ids` (aligned with them).
+        image_layout: how `pixel_values` hold the images: `"per_image"` (batch-first, one entry per image) or
+            `"patches"` (flattened patches; `image_grid_thw` says how many belong to each image).
+        image_processor_class: the transformers PIL image processor class (no torchvision needed).
+        image_token_attr, video_token_attr: the config attributes holding the image and video token ids.
+        image_start_token_attr, image_end_token_attr: the config attributes of the tokens around an image's tokens.
+        count_image_tokens: `(processor, image_processor_outputs) -> [tokens per image]`.
+        processor_settings: `backbone_config -> dict` of `LlaveProcessor` settings the family needs.
+        vision_tower: the module path of the vision encoder inside the backbone.
+        projector: module paths of the vision-to-language projector (kept trainable when the tower is frozen; for
+            Qwen-VL families they live inside the tower).
+    """
+
+    model_type: str
+    image_inputs: tuple[str, ...] = ()
+    token_inputs: tuple[str, ...] = ()
+    image_layout: Literal["per_image", "patches"] = "per_image"
+    image_processor_class: str | None = None
+    image_token_attr: str | None = None
+    video_token_attr: str | None = None
+    image_start_token_attr: str | None = None
+    image_end_token_attr: str | None = None
+    count_image_tokens: Callable | None = None
+    processor_settings: Callable[[object], dict] = lambda config: {}
+    vision_tower: str | None = None
+    projector: tuple[str, ...] = ()
+
+    @property
+    def multimodal(self) -> bool:
+        return self.vision_tower is not None
+
+    def slice_images(self, inputs, first: int, last: int) -> dict:
+        """The image inputs of images `[first, last)` (in row order) of a processor batch."""
+        if self.image_layout == "patches":
+            patches = inputs["image_grid_thw"].prod(dim=1).cumsum(0)
+            offsets = torch.cat([patches.new_zeros(1), patches])
+            return {
+                "pixel_values": inputs["pixel_values"][int(offsets[first]) : int(offsets[last])],
+                "image_grid_thw": inputs["image_grid_thw"][first:last],
+            }
+        return {name: inputs[name][first:last] for name in self.image_inputs if name in inputs}
+
+    def frozen_tower_parameters(self, backbone: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The vision encoder's parameters, without the projector's."""
+        if self.vision_tower is None:
+            return []
+        projector = {
+            id(parameter) for path in self.projector for parameter in backbone.get_submodule(path).parameters()
+        }
+        tower = backbone.get_submodule(self.vision_tower)
+        return [parameter for parameter in tower.parameters() if id(parameter) not in projector]
+
+
+_LLAVA_ONEVISION = BackboneFamily(
+    model_type="llava_onevision",
+    image_inputs=("pixel_values", "image_sizes"),
+    image_processor_class="LlavaOnevisionImageProcessorPil",
+    image_token_attr="image_token_id",
+    video_token_attr="video_token_id",
+    count_image_tokens=count_anyres_tokens,
+    processor_settings=_siglip_patches,
+    vision_tower="vision_tower",
+    projector=("multi_modal_projector",),
+)
+_QWEN2_VL = BackboneFamily(
+    model_type="qwen2_vl",
+    image_inputs=("pixel_values", "image_grid_thw"),
+    # 1 at image tokens: M-RoPE positions need it (transformers 5 requires it with images)
+    token_inputs=("mm_token_type_ids",),
+    image_layout="patches",
+    image_processor_class="Qwen2VLImageProcessorPil",
+    image_token_attr="image_token_id",
+    video_token_attr="video_token_id",
+    image_start_token_attr="vision_start_token_id",
+    image_end_token_attr="vision_end_token_id",
+    count_image_tokens=count_merged_patch_tokens,
+    vision_tower="visual",
+    projector=("visual.merger",),
+)
+
+BACKBONES: dict[str, BackboneFamily] = {
+    family.model_type: family
+    for family in (
+        _LLAVA_ONEVISION,
+        _QWEN2_VL,
+        replace(_QWEN2_VL, model_type="qwen2_5_vl"),
+        BackboneFamily(
+            model_type="llava",
+            image_inputs=("pixel_values",),
+            image_processor_class="LlavaImageProcessorPil",
+            image_token_attr="image_token_id",
+            count_image_tokens=count_fixed_tokens,
+            processor_settings=_clip_patches,
+            vision_tower="vision_tower",
+            projector=("multi_modal_projector",),
+        ),
+        BackboneFamily(model_type="qwen2"),  # text-only
+    )
+}
+SUPPORTED_BACKBONES = tuple(BACKBONES)
+
+
+def backbone_family(config_or_model_type) -> BackboneFamily:
+    """The family of a backbone config (or of a `model_type` string); a clear error for an unsupported one."""
+    model_type = getattr(config_or_model_type, "model_type", config_or_model_type)
+    if model_type not in BACKBONES:
+        raise ValueError(
+            f"Unsupported backbone model_type {model_type!r}; expected one of {', '.join(SUPPORTED_BACKBONES)}."
+        )
+    return BACKBONES[model_type]
+
+
+__all__ = ["BACKBONES", "SUPPORTED_BACKBONES", "BackboneFamily", "backbone_family"]
