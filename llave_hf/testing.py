@@ -144,10 +144,10 @@ def _tiny_llava(tokenizer, image_size, patch_size, grid_pinpoints, text_override
     )
 
 
-def _qwen_vl_config(family: str, tokenizer, text_overrides: dict, vision: dict, mrope_section: list[int]):
+def _qwen_vl_config(family: str, tokenizer, text_overrides: dict, vision: dict, **rope):
     """A tiny Qwen-VL-family config: M-RoPE text model, the Qwen vision tokens."""
     text = _text_config(tokenizer, **text_overrides).to_dict()
-    text.update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section})
+    text.update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], **rope})
     token_id = tokenizer.convert_tokens_to_ids
     return AutoConfig.for_model(
         family,
@@ -165,7 +165,7 @@ _QWEN_VISION = dict(depth=2, num_heads=2, patch_size=4, spatial_merge_size=2, te
 
 def _tiny_qwen2_vl(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
     vision = dict(_QWEN_VISION, embed_dim=32, hidden_size=HIDDEN_SIZE, mlp_ratio=2)
-    return _qwen_vl_config("qwen2_vl", tokenizer, text_overrides, vision, [2, 3, 3])
+    return _qwen_vl_config("qwen2_vl", tokenizer, text_overrides, vision)
 
 
 def _tiny_qwen2_5_vl(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
@@ -173,7 +173,18 @@ def _tiny_qwen2_5_vl(tokenizer, image_size, patch_size, grid_pinpoints, text_ove
         _QWEN_VISION, hidden_size=32, out_hidden_size=HIDDEN_SIZE, intermediate_size=64, window_size=16,
         fullatt_block_indexes=[1],
     )  # fmt: skip
-    return _qwen_vl_config("qwen2_5_vl", tokenizer, text_overrides, vision, [2, 3, 3])
+    return _qwen_vl_config("qwen2_5_vl", tokenizer, text_overrides, vision)
+
+
+def _tiny_qwen3_vl(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
+    # A learned 8x8 position grid (interpolated to each image) and one deepstack layer; head_dim is explicit in
+    # Qwen3's text config.
+    vision = dict(
+        _QWEN_VISION, hidden_size=32, out_hidden_size=HIDDEN_SIZE, intermediate_size=64, num_position_embeddings=64,
+        deepstack_visual_indexes=[0],
+    )  # fmt: skip
+    overrides = {"head_dim": HIDDEN_SIZE // 4, **text_overrides}
+    return _qwen_vl_config("qwen3_vl", tokenizer, overrides, vision, mrope_interleaved=True)
 
 
 def _tiny_qwen2(tokenizer, image_size, patch_size, grid_pinpoints, text_overrides):
@@ -206,6 +217,7 @@ _TINY_BUILDERS = {
     "llava_onevision": (_tiny_llava_onevision, _llava_onevision_image_processor),
     "qwen2_vl": (_tiny_qwen2_vl, _qwen_vl_image_processor),
     "qwen2_5_vl": (_tiny_qwen2_5_vl, _qwen_vl_image_processor),
+    "qwen3_vl": (_tiny_qwen3_vl, _qwen_vl_image_processor),
     "llava": (_tiny_llava, _llava_image_processor),
     "qwen2": (_tiny_qwen2, None),
 }

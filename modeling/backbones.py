@@ -177,6 +177,8 @@ BACKBONES: dict[str, BackboneFamily] = {
         _LLAVA_ONEVISION,
         _QWEN2_VL,
         replace(_QWEN2_VL, model_type="qwen2_5_vl"),
+        # Qwen3-VL's deepstack mergers feed vision features into early language layers: projector, not tower
+        replace(_QWEN2_VL, model_type="qwen3_vl", projector=("visual.merger", "visual.deepstack_merger_list")),
         BackboneFamily(
             model_type="llava",
             image_inputs=("pixel_values",),
