@@ -1,0 +1,293 @@
+# Copyright 2025 The llave-hf Authors. Licensed under the Apache License, Version 2.0.
+"""`MMEBEvaluator`: encodes each dataset's distinct items, scores every query against its own candidates, and keeps
+one result file per dataset so that an interrupted run resumes where it stopped."""
+
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+from ..metrics import retrieval_metrics, similarity_stats, split_positive_negative
+from .data import (
+    DataSource,
+    PreparedDataset,
+    is_local_folder,
+    load_rows,
+    prepare_dataset,
+    resolve_dataset_names,
+    source_id,
+)
+from .mmeb import MMEB_DATASETS
+from .report import format_summary, save_similarity_histogram
+from .results import DatasetCounts, DatasetResult, EvaluationResults, RunSignature, SimilarityStats
+
+
+logger = logging.get_logger(__name__)
+
+
+def _model_id(model) -> str:
+    """The model in a run signature: its checkpoint path or Hub id, else a hash of its config."""
+    owner = getattr(model, "__self__", model)  # a bound `model.encode`
+    config = getattr(owner, "config", None)
+    if config is None:
+        # A bare encode callable: its name is all there is to tell it apart.
+        return getattr(owner, "__qualname__", type(owner).__qualname__)
+    if config.name_or_path:
+        return source_id(config.name_or_path)
+    # Built in memory, never saved: the config is the closest thing to an identity (same config, same id).
+    return "config sha256:" + hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
+
+
+def _encode_function(model, processor=None) -> Callable:
+    if hasattr(model, "encode"):
+        return functools.partial(model.encode, processor=processor) if processor is not None else model.encode
+    if callable(model) and not isinstance(model, torch.nn.Module):
+        return model
+    raise TypeError(f"Expected a model with `encode` or an encode callable, got {type(model).__name__}.")
+
+
+class MMEBEvaluator:
+    r"""
+    Scores an embedding model on datasets in MMEB-eval format: columns `qry_text`, `qry_img_path`, `tgt_text`
+    (list) and `tgt_img_path` (parallel list), ground truth at index 0 of each candidate list. Texts keep the MMEB
+    `<|image_1|>` placeholder (the processor swaps it); an empty text or image path means "no text"/"no image".
+
+    Every distinct (text, image) item of a dataset, query or candidate, is encoded once. Each query is scored by
+    cosine against its own candidate list; candidates identical to the ground truth (same text and image) are
+    dropped from that list, as they are the same answer. Ties are broken pessimistically (see
+    `llave_hf.metrics`). Each dataset is fully validated before any of it is encoded.
+
+    The model only needs an `encode(texts=..., images=..., batch_size=..., show_progress_bar=False)` method returning
+    one embedding per item (as `LlaveEmbeddingModel.encode` does), or can be such a callable itself, so any
+    embedding model, and fake encoders in tests, can be scored.
+
+    Args:
+        data (`str` or `Mapping`): a local folder holding `<Name>.parquet` or `<Name>.jsonl` per dataset; a Hub
+            dataset id loaded as `load_dataset(data, <Name>, split=split)` (e.g. "TIGER-Lab/MMEB-eval"); or a
+            mapping name -> rows (a `datasets.Dataset`, a list of dicts or a dict of columns).
+        datasets (`"all"` or list of `str`): names to score. `"all"` means every file of a local folder (MMEB ones
+            in the paper's order first), every key of a mapping, or the 36 MMEB datasets for a Hub id.
+        image_root (`str`, *optional*): folder that relative image paths start from. Defaults to the data folder
+            for local data and to the working directory otherwise.
+        split (`str`): split of Hub datasets.
+        output_dir (`str`, *optional*): where `<Name>.json` (scores, counts, diagnostics, run signature),
+            `<Name>_similarity.png`, `summary.md` and `summary.json` go. Datasets whose JSON is already there are not
+            evaluated again: their stored results are reused if the JSON's run signature (see `run_signature`)
+            matches this run's. A JSON of another run (other model, data, split, `max_queries` or `image_root`)
+            raises a `ValueError` before anything is encoded, rather than being silently reused or overwritten.
+        batch_size (`int`): items per `encode` call.
+        max_queries (`int`, *optional*): score only the first `max_queries` rows of each dataset.
+        k_values (`Sequence[int]`): Recall@k cut-offs reported beside Precision@1.
+        histograms (`bool`): write the similarity histogram PNGs when `output_dir` is set. Needs matplotlib (the
+            `eval` extra), checked here so that a run fails before encoding rather than after its first dataset.
+        show_progress_bar (`bool`): one tqdm bar per dataset.
+        keep_in_memory (`bool`): keep the validated datasets between calls (for repeated evaluation during
+            training, e.g. `ContrastiveTrainer(evaluator=...)`); otherwise each call reloads them.
+
+    Example:
+
+    ```python
+    >>> evaluator = MMEBEvaluator("mmeb_eval/", datasets=["ImageNet-1K", "MSCOCO_t2i"], output_dir="results/")
+    >>> results = evaluator(model)  # a LlaveEmbeddingModel, or any `encode(texts=, images=, ...)` callable
+    >>> results.datasets["ImageNet-1K"].precision_at_1, results.aggregate.overall
+    ```
+    """
+
+    def __init__(
+        self,
+        data: DataSource,
+        datasets: Literal["all"] | Sequence[str] = "all",
+        image_root: str | None = None,
+        split: str = "test",
+        output_dir: str | None = None,
+        batch_size: int = 32,
+        max_queries: int | None = None,
+        k_values: Sequence[int] = (1, 5, 10),
+        histograms: bool = True,
+        show_progress_bar: bool = True,
+        keep_in_memory: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        if max_queries is not None and max_queries < 1:
+            raise ValueError(f"max_queries must be positive, got {max_queries}.")
+        if histograms and output_dir is not None:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise ImportError(
+                    "Similarity histograms need matplotlib: `pip install llave-hf[eval]`, or pass histograms=False "
+                    "(`llave-eval --no-histograms`)."
+                ) from None
+        self.data = data
+        if image_root is None:
+            image_root = str(data) if is_local_folder(data) else os.getcwd()
+        self.image_root = image_root
+        self.split = split
+        self.output_dir = output_dir
+        self.batch_size = batch_size
+        self.max_queries = max_queries
+        self.k_values = tuple(k_values)
+        self.histograms = histograms
+        self.show_progress_bar = show_progress_bar
+        self.keep_in_memory = keep_in_memory
+        self.dataset_names = resolve_dataset_names(data, datasets)
+        self._prepared: dict[str, PreparedDataset] = {}
+
+    def prepare(self, name: str) -> PreparedDataset:
+        """Loads and validates dataset `name` (raising `MMEBDataError` naming the row) and deduplicates its items."""
+        if name in self._prepared:
+            return self._prepared[name]
+        rows = load_rows(self.data, name, split=self.split, max_rows=self.max_queries)
+        prepared = prepare_dataset(name, rows, self.image_root)
+        if self.keep_in_memory:
+            self._prepared[name] = prepared
+        return prepared
+
+    def run_signature(self, model) -> RunSignature:
+        """What must match for stored results to be reused: model, data source, split, `max_queries`, `image_root`.
+
+        The model is its `config.name_or_path` (checkpoint folder or Hub id), a hash of its config when it has no
+        path, or its name for a bare encode callable.
+        """
+        return RunSignature(
+            model=_model_id(model),
+            data=source_id(self.data),
+            split=self.split,
+            max_queries=self.max_queries,
+            image_root=os.path.abspath(self.image_root),
+        )
+
+    # ---- encoding and scoring ----
+
+    def _embed(self, name: str, items, encode: Callable) -> np.ndarray:
+        # Image items first, then longest texts first: batch-mates pad little.
+        order = sorted(
+            range(len(items)), key=lambda i: (items[i][1] is not None, len(items[i][0] or "")), reverse=True
+        )
+        embeddings = None
+        with tqdm(total=len(items), desc=name, unit="item", disable=not self.show_progress_bar) as progress:
+            for start in range(0, len(order), self.batch_size):
+                indices = order[start : start + self.batch_size]
+                with torch.no_grad():
+                    output = encode(
+                        texts=[items[i][0] for i in indices],
+                        images=[items[i][1] for i in indices],
+                        batch_size=self.batch_size,
+                        show_progress_bar=False,
+                    )
+                output = torch.as_tensor(output).float().cpu().numpy()
+                if output.shape[0] != len(indices):
+                    raise ValueError(f"Dataset {name!r}: encode returned {len(output)} rows for {len(indices)} items.")
+                if embeddings is None:
+                    embeddings = np.empty((len(items), output.shape[1]), dtype=np.float32)
+                embeddings[indices] = output
+                progress.update(len(indices))
+        # Cosine similarity, as MMEB, whatever the model's own normalisation.
+        return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+
+    @staticmethod
+    def _score(embeddings: np.ndarray, queries: np.ndarray, candidates, chunk_size: int = 64) -> list[np.ndarray]:
+        """Cosine of each query against its own candidates; one dense product per chunk of queries."""
+        scores = []
+        for start in range(0, len(queries), chunk_size):
+            chunk = candidates[start : start + chunk_size]
+            union = np.unique(np.concatenate(chunk))
+            similarities = embeddings[queries[start : start + chunk_size]] @ embeddings[union].T
+            scores.extend(similarities[i, np.searchsorted(union, c)] for i, c in enumerate(chunk))
+        return scores
+
+    def evaluate_dataset(self, name: str, model, processor=None) -> DatasetResult:
+        """Scores one dataset and returns its result (also written to `output_dir` when set); `model` and `processor`
+        as in `__call__`."""
+        encode = _encode_function(model, processor)
+        prepared = self.prepare(name)
+        embeddings = self._embed(name, prepared.items, encode)
+        scores = self._score(embeddings, prepared.queries, prepared.candidates)
+        metrics = retrieval_metrics(scores, k_values=self.k_values)
+        positive, hardest, negatives = split_positive_negative(scores)
+        meta_task, split = MMEB_DATASETS.get(name, (None, None))
+        num_candidates = np.asarray([len(c) for c in prepared.candidates])
+        write_histogram = self.output_dir is not None and self.histograms
+        result = DatasetResult(
+            dataset=name,
+            meta_task=meta_task,
+            split=split,
+            precision_at_1=metrics["precision@1"],
+            recall_at_k={k: metrics[f"recall@{k}"] for k in self.k_values},
+            mrr=metrics["mrr"],
+            similarity=SimilarityStats(**similarity_stats(scores)),
+            counts=DatasetCounts(
+                num_queries=metrics["num_queries"],
+                num_candidates=int(num_candidates.sum()),
+                min_candidates=int(num_candidates.min()),
+                max_candidates=int(num_candidates.max()),
+                num_encoded_items=len(prepared.items),
+                num_duplicate_positives=prepared.num_duplicate_positives,
+                num_tied_top=int(np.sum(positive == hardest)),
+                max_queries=self.max_queries,
+            ),
+            histogram=f"{name}_similarity.png" if write_histogram else None,
+            run=self.run_signature(model),
+        )
+        if self.output_dir is not None:
+            os.makedirs(self.output_dir, exist_ok=True)
+            # Scores first: they are the costly part, and a failing plot must not lose them.
+            result.save(os.path.join(self.output_dir, f"{name}.json"))
+            if write_histogram:
+                title = f"{name}: P@1 {100 * result.precision_at_1:.1f}, gap {result.similarity.gap:.3f}"
+                save_similarity_histogram(
+                    os.path.join(self.output_dir, result.histogram), positive, hardest, negatives, title
+                )
+        return result
+
+    def _load_finished(self, model) -> dict[str, DatasetResult]:
+        """Stored results of this run's datasets; raises on any written by another run, before anything is encoded."""
+        if self.output_dir is None:
+            return {}
+        signature = self.run_signature(model)
+        finished = {}
+        for name in self.dataset_names:
+            path = os.path.join(self.output_dir, f"{name}.json")
+            if not os.path.isfile(path):
+                continue
+            result = DatasetResult.load(path)
+            differences = signature.differences(result.run)
+            if differences:
+                raise ValueError(
+                    f"{path} holds results of another run ({'; '.join(differences)}). Use a new output folder "
+                    f"(--output / output_dir) to keep both, or delete the file to evaluate {name} again with these "
+                    "settings."
+                )
+            logger.warning(f"Skipping {name}: results already in {path} (delete it to evaluate again).")
+            finished[name] = result
+        return finished
+
+    def __call__(self, model, processor=None) -> EvaluationResults:
+        """Scores every dataset (reusing those already in `output_dir`) and writes `summary.json` / `summary.md` there.
+
+        Args:
+            model: an object with an `encode` method (e.g. `LlaveEmbeddingModel`) or an `encode` callable itself.
+            processor (*optional*): passed to `model.encode(processor=...)`.
+        """
+        _encode_function(model, processor)  # fails on a wrong `model` before any work
+        finished = self._load_finished(model)
+        results = EvaluationResults(
+            {
+                name: finished[name] if name in finished else self.evaluate_dataset(name, model, processor)
+                for name in self.dataset_names
+            }
+        )
+        if self.output_dir is not None:
+            results.save(os.path.join(self.output_dir, "summary.json"))
+            with open(os.path.join(self.output_dir, "summary.md"), "w", encoding="utf-8") as f:
+                f.write(format_summary(results))
+        return results
+
+    evaluate = __call__
