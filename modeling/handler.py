@@ -12,7 +12,8 @@ also for a single item.
 
 A bad request raises `ValueError` naming the item: the Inference Endpoints server answers it with status 400 and
 `{"error": "<message>"}` (returning an error object instead would be a 200 reply that clients take as a result).
-A model fault (a non-finite embedding) raises `RuntimeError`, a server error: the request was fine.
+A model fault (a non-finite embedding: `encode` raises `NonFiniteEmbeddingError`, a `RuntimeError`) propagates as
+a server error: the request was fine.
 
 This file travels inside checkpoints and is imported on its own by the endpoint server: it imports only torch,
 transformers, PIL and the standard library, and loads the model through `trust_remote_code`.
@@ -32,12 +33,6 @@ from transformers import AutoModel, AutoProcessor
 _ITEM_KEYS = {"text", "image", "instruction"}
 _PARAMETERS = {"instruction", "batch_size"}
 _DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,", re.IGNORECASE)
-_ITEM_NAME = re.compile(r"\bitem (\d+)\b")
-
-
-def _rename_items(message: str, names: list[str]) -> str:
-    """encode() names items by their position in its call ("item 2"): name the request's items instead."""
-    return _ITEM_NAME.sub(lambda match: names[int(match.group(1))], message)
 
 
 def decode_image(value, name: str) -> Image.Image:
@@ -128,11 +123,12 @@ class EndpointHandler:
                     batch_size=batch_size,
                     convert_to="list",
                     processor=self.processor,
+                    item_names=[names[i] for i in indices],
                 )
             except (ValueError, TypeError) as error:
-                message = _rename_items(str(error), [names[i] for i in indices])
-                # encode() reports its own non-finite outputs as ValueError too; those are the model's fault.
-                raise (RuntimeError if "non-finite embedding" in message else ValueError)(message) from None
+                # Bad input: the endpoint server answers ValueError with 400. A model fault is a RuntimeError and
+                # propagates as a server error.
+                raise ValueError(str(error)) from None
             for index, row in zip(indices, rows):
                 # The checkpoint's own modeling code may not check; NaN would also make the JSON reply invalid.
                 if not all(math.isfinite(value) for value in row):

@@ -20,6 +20,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.utils import logging as transformers_logging
 
 from hub_server import TOKEN, USER
+from llave_hf.evaluation import EvaluationResults
 from llave_hf.hub import (
     PIPELINE_TAG,
     HubPublishMixin,
@@ -209,8 +210,12 @@ def test_card_renders_validates_and_parses_back(hub_server, tmp_path):
     bare = render_model_card(model)  # nothing known: no model-index, no tables
     assert "model-index" not in bare.data.to_dict() and "not recorded" in bare.text
 
-    evaluator_results = {"datasets": {"VOC2007": {"scores": {"precision@1": 0.903, "mrr": 0.95}}}}  # MMEBEvaluator
+    # An MMEBEvaluator's results: the card reads only their Precision@1 per dataset.
+    evaluator_results = EvaluationResults({"VOC2007": SimpleNamespace(precision_at_1=0.903)})
     assert "| VOC2007 | Classification | IND | 90.3 |" in render_model_card(model, eval_results=evaluator_results).text
+    # Per-dataset result objects or dicts are not P@1 values: a clear error, not a broken table.
+    with pytest.raises(TypeError, match=r"eval_results\['datasets'\] must be a Precision@1 fraction"):
+        render_model_card(model, eval_results={"datasets": {"VOC2007": {"precision_at_1": 0.903}}})
     # The test Hub rejects metadata that the Hub could not parse.
     broken = {"content": "---\nmodel-index: [{results: [{task: 1}]}]\n---\ntext", "repoType": "model"}
     response = get_session().post(f"{hub_server.endpoint}/api/validate-yaml", json=broken)
@@ -284,7 +289,7 @@ def test_handler_rejects_bad_requests_naming_the_item(endpoint, request_body, me
 def test_handler_reports_model_faults_as_server_errors(endpoint, monkeypatch, fault):
     _, _, handler = endpoint
     model, size = handler.model, handler.model.config.hidden_size
-    if fault == "forward":  # encode() finds the NaN itself and raises ValueError: not the client's fault
+    if fault == "forward":  # encode() finds the NaN itself and raises NonFiniteEmbeddingError, a RuntimeError
 
         def nan_forward(input_ids, **inputs):
             return SimpleNamespace(embeddings=torch.full((len(input_ids), size), torch.nan))
@@ -292,8 +297,11 @@ def test_handler_reports_model_faults_as_server_errors(endpoint, monkeypatch, fa
         monkeypatch.setattr(model, "forward", nan_forward)
     else:  # an encode that returns NaN without complaint
         monkeypatch.setattr(model, "encode", lambda texts, **kwargs: [[math.nan] * size for _ in texts])
-    with pytest.raises(RuntimeError, match=r"non-finite embedding for inputs\[[01]\]"):
+    with pytest.raises(RuntimeError, match=r"non-finite embedding for inputs\[[01]\]") as fault_error:
         handler({"inputs": ["a red car", "a blue bus"]})
+    # The checkpoint's own exception type reaches the server, not a RuntimeError made from its message.
+    expected_type = "NonFiniteEmbeddingError" if fault == "forward" else "RuntimeError"
+    assert type(fault_error.value).__name__ == expected_type
     with pytest.raises(ValueError, match=r"inputs\[0\]: nothing to embed"):  # request errors stay ValueError (400)
         handler({"inputs": [{"text": ""}]})
 
