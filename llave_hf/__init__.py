@@ -1,4 +1,12 @@
-"""llave-hf: train and serve LLaVE universal multimodal embedding models, HF-native."""
+"""llave-hf: train and serve LLaVE universal multimodal embedding models, HF-native.
+
+`import llave_hf` registers the model, config and processors with transformers' Auto classes (checkpoints also load
+without it, through `trust_remote_code`). The training, evaluation and publishing API is imported on first use, so
+that embedding needs neither `datasets` nor the Trainer loaded.
+"""
+
+import importlib
+from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
@@ -23,6 +31,48 @@ LlaveEmbeddingModel.register_for_auto_class("AutoModel")
 LlaveProcessor.register_for_auto_class("AutoProcessor")
 LlaveTextProcessor.register_for_auto_class("AutoProcessor")
 
+# name -> submodule, imported on first access
+_LAZY = {
+    "ContrastiveTrainer": "trainer",
+    "ContrastiveTrainingArguments": "trainer_config",
+    "hardness_weighted_contrastive_loss": "loss",
+    "ContrastiveLossOutput": "loss",
+    "ContrastiveCollator": "collator",
+    "ContrastiveBatch": "collator",
+    "ModalityLengthGroupedSampler": "sampler",
+    "load_mmeb_train": "mmeb_train",
+    "MMEBEvaluator": "evaluation",
+    "EvaluationResults": "evaluation",
+    "push_to_hub": "hub",
+    "save_for_hub": "hub",
+    "build_processor": "processors",
+    "load_processor": "processors",
+}
+
+if TYPE_CHECKING:
+    from .collator import ContrastiveBatch, ContrastiveCollator
+    from .evaluation import EvaluationResults, MMEBEvaluator
+    from .hub import push_to_hub, save_for_hub
+    from .loss import ContrastiveLossOutput, hardness_weighted_contrastive_loss
+    from .mmeb_train import load_mmeb_train
+    from .processors import build_processor, load_processor
+    from .sampler import ModalityLengthGroupedSampler
+    from .trainer import ContrastiveTrainer
+    from .trainer_config import ContrastiveTrainingArguments
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
+
 __all__ = [
     "LLAVE_PROMPT_TEMPLATE",
     "MMEB_IMAGE_PLACEHOLDER",
@@ -33,4 +83,5 @@ __all__ = [
     "LlaveProcessor",
     "LlaveTextProcessor",
     "NonFiniteEmbeddingError",
+    *_LAZY,
 ]

@@ -1,8 +1,10 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -279,3 +281,21 @@ def test_model_save_pretrained_writes_its_processor_and_text_processors_load_loc
     processor = AutoProcessor.from_pretrained(tmp_path)  # no trust_remote_code: llave_hf's registered class
     assert type(processor).__module__ == "llave_hf.modeling.processing_llave"
     assert type(processor).__name__ == "LlaveTextProcessor"
+
+
+def test_only_the_family_table_branches_on_the_backbone_family():
+    """Adding a family must touch `modeling/backbones.py` (and its tiny test model) only: no other module compares
+    with a family name or probes the backbone's modules by name."""
+    root = Path(__file__).resolve().parent.parent
+    names = "|".join(re.escape(family) for family in FAMILIES)
+    branch = re.compile(rf"""(==|!=|\bin\b)\s*[\(\[{{]?\s*["']({names})["']|hasattr\([^)]*["'](vision_tower|visual)["']""")
+    allowed = {root / "modeling" / "backbones.py", root / "llave_hf" / "testing.py"}
+    sources = [*(root / "llave_hf").rglob("*.py"), *(root / "modeling").glob("*.py")]
+    offenders = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in sources
+        if path not in allowed
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if branch.search(line)
+    ]
+    assert not offenders, "\n".join(offenders)
