@@ -1,7 +1,7 @@
 r"""Hardness-weighted contrastive loss of LLaVE.
 
 Reference: Lan et al., "LLaVE: Large Language and Vision Embedding Models with Hardness-Weighted Contrastive
-Learning", Findings of EMNLP 2025, arXiv 2503.04812.
+Learning", Findings of EMNLP 2025, arXiv 2503.04812 (BibTeX in `CITATION`).
 
 For query ``q_i`` with positive target ``t_i`` and candidates ``c_j`` (every target, optionally gathered from all
 K processes, then the hard negatives), ``s_ij = <q_i, c_j>`` (cosine, embeddings are L2-normalised), ``τ`` the
@@ -17,10 +17,20 @@ the gradient keeps the InfoNCE form with each negative re-weighted by its hardne
     ∂L_i/∂s_ii = -(1/τ) · Σ_{j≠i} w_ij e^{s_ij/τ} / Z_i
 
 so harder negatives (larger ``s_ij``) are pushed away harder. ``α = 0`` is plain InfoNCE.
+
+Degenerate minimum of the unnormalised form. The raw weights ``w_ij ∈ [e^-α, e^α]`` can shrink the whole negative
+mass by up to ``e^-α``. Put every query at a unit vector ``u`` and every target at ``-u`` (N pairs, no hard
+negatives): each ``s_ij = -1``, positives included, so ``Z_i = e^{-1/τ} · (1 + (N-1)·e^-α)`` and, in both
+directions, ``L_i = log(1 + (N-1)·e^-α) ≈ (N-1)·e^-α``: a small loss that discriminates nothing, which training
+from random initialisation can fall into. ``hardness_normalization="mean"`` divides the weights by their row
+mean (all ``e^-α`` here, so they become 1) and the same configuration costs ``log N``, as under InfoNCE.
 """
 
 import math
 import numbers
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +38,64 @@ import torch.nn.functional as F
 from .distributed import all_gather_no_grad, all_gather_with_grad, get_rank_and_world_size
 
 
-__all__ = ["hardness_weighted_contrastive_loss"]
+__all__ = [
+    "CITATION",
+    "ContrastiveLossOutput",
+    "HardnessNormalization",
+    "LossDiagnostics",
+    "hardness_weighted_contrastive_loss",
+]
 
-_NORMALIZATIONS = (None, "none", "mean")  # None and "none" are the released, unnormalised form
+CITATION = """\
+@inproceedings{lan2025llave,
+  title         = {{LLaVE}: Large Language and Vision Embedding Models with Hardness-Weighted Contrastive Learning},
+  author        = {Lan, Zhibin and Niu, Liqiang and Meng, Fandong and Zhou, Jie and Su, Jinsong},
+  booktitle     = {Findings of the Association for Computational Linguistics: EMNLP 2025},
+  year          = {2025},
+  eprint        = {2503.04812},
+  archivePrefix = {arXiv}
+}
+"""
+
+
+class HardnessNormalization(str, Enum):
+    """How the hardness weights ``exp(α·s_ij)`` are scaled (see `hardness_weighted_contrastive_loss`)."""
+
+    NONE = "none"  # the released form: raw weights
+    MEAN = "mean"  # divided by their mean over each row's negatives
+
+
+@dataclass(frozen=True, eq=False)
+class LossDiagnostics:
+    """Detached 0-dim float tensors describing this process's query→target rows, on the loss's device.
+
+    Rows without any unmasked negative are left out of the negative statistics, which are NaN when no row has
+    one. Reading a value on the host (``.item()``) waits for the device: accumulate `stack()` on the device and
+    read it when logging.
+    """
+
+    positive_cosine: torch.Tensor  # mean s_ii
+    hardest_negative_cosine: torch.Tensor  # mean over rows of the largest unmasked negative cosine
+    cosine_gap: torch.Tensor  # mean per-row difference of the two (the paper's Table 1 diagnostic)
+    top1_accuracy: torch.Tensor  # share of rows whose positive beats every unmasked candidate
+    mean_hardness_weight: torch.Tensor  # mean raw exp(α·s_ij) over unmasked negatives
+
+    NAMES: ClassVar[tuple[str, ...]]  # the field names in order, set below from the fields themselves
+
+    def stack(self) -> torch.Tensor:
+        """The values in `NAMES` order, as one ``(len(NAMES),)`` tensor on their device."""
+        return torch.stack([getattr(self, name) for name in self.NAMES])
+
+
+LossDiagnostics.NAMES = tuple(field.name for field in fields(LossDiagnostics))
+
+
+@dataclass(frozen=True, eq=False)
+class ContrastiveLossOutput:
+    """The scalar loss (with gradient) and its detached diagnostics."""
+
+    loss: torch.Tensor
+    diagnostics: LossDiagnostics
 
 
 def hardness_weighted_contrastive_loss(
@@ -44,10 +109,10 @@ def hardness_weighted_contrastive_loss(
     query_ids: torch.Tensor | None = None,
     target_ids: torch.Tensor | None = None,
     hard_negative_ids: torch.Tensor | None = None,
-    hardness_normalization: str | None = None,
+    hardness_normalization: HardnessNormalization | str = HardnessNormalization.NONE,
     gather_across_devices: bool = False,
-    return_diagnostics: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    check_finite: bool = True,
+) -> ContrastiveLossOutput:
     r"""LLaVE's hardness-weighted InfoNCE (see the module docstring for the formula and its gradient).
 
     The defaults reproduce the released training code: ``α = 9``, ``τ = 0.02`` (logit scale 50), unnormalised
@@ -74,47 +139,48 @@ def hardness_weighted_contrastive_loss(
             ``query_ids[j] == query_ids[i]`` (the same query, so ``t_j`` answers ``q_i`` too) are excluded from
             both directions. The relation is symmetric, so target→query uses the same mask as
             query→target. `None` (default) masks nothing, as released; there identical targets get the
-            LARGEST weights.
+            LARGEST weights. Ids are best passed on the embeddings' device.
         hard_negative_ids (`torch.LongTensor` of shape `(batch, n)`, *optional*):
             Content ids of the hard negatives; one equal to a row's ``target_ids`` is excluded from that row.
             Requires ``target_ids``.
-        hardness_normalization (`str`, *optional*):
-            `None` or `"none"` (released): raw weights ``exp(α·s) ∈ [e^-α, e^α]``. ``"mean"``: weights divided by their
+        hardness_normalization (`HardnessNormalization` or `str`, defaults to `"none"`):
+            `"none"` (released): raw weights ``exp(α·s) ∈ [e^-α, e^α]``. ``"mean"``: weights divided by their
             mean over each row's unmasked negatives, i.e. the negative logits become
-            ``s_ij/τ + α·sg(s_ij) - log(mean_j exp(α·sg(s_ij)))``. Trade-off: the raw form multiplies the whole
-            negative mass by a factor as small as ``e^-α``, which creates a degenerate minimum (all queries at
-            ``u``, all targets at ``-u``: every ``s ≈ -1`` and the loss ≈ ``(N-1)·e^-α`` without any
-            discrimination) that training from random initialisation can fall into. ``"mean"`` removes it and
-            keeps the relative hardness among negatives, but no longer discounts easy batches, so the
-            positive's effective temperature relative to the negatives differs from the released recipe.
+            ``s_ij/τ + α·sg(s_ij) - log(mean_j exp(α·sg(s_ij)))``. Trade-off: the raw form has the degenerate
+            minimum described in the module docstring (every ``s = -1``, loss ≈ ``(N-1)·e^-α``); ``"mean"``
+            removes it and keeps the relative hardness among negatives, but no longer discounts easy batches,
+            so the positive's effective temperature relative to the negatives differs from the released recipe.
         gather_across_devices (`bool`, defaults to `False`):
             All-gather queries, targets, hard negatives and ids WITH gradient from every process; this
             process's B rows are scored against all gathered columns (query→target columns
             ``[all K·B targets; all K·B·n hard negatives]``, target→query columns ``[all K·B queries]``) with
             labels ``arange(B) + B·rank``. The loss is not multiplied by the world size: DDP's gradient
-            average makes a K-process step equal to one process on the concatenated batch. Every process
-            must pass the same shapes. No-op in a single process.
-        return_diagnostics (`bool`, defaults to `False`):
-            Also return a dict of detached scalars for this process's query→target rows: ``positive_cosine``
-            (mean ``s_ii``), ``hardest_negative_cosine`` (mean over rows of the largest unmasked negative
-            cosine), ``cosine_gap`` (mean of their per-row difference; the paper's Table 1 diagnostic),
-            ``top1_accuracy`` (share of rows whose positive beats every unmasked candidate) and
-            ``mean_hardness_weight`` (mean raw ``exp(α·s_ij)`` over unmasked negatives). Rows without any
-            unmasked negative are left out of the negative statistics.
+            average makes a K-process step equal to one process on the concatenated batch (see
+            `llave_hf.distributed`). Every process must pass the same shapes. No-op in a single process.
+        check_finite (`bool`, defaults to `True`):
+            Raise a `ValueError` naming the first row of ``query``, ``target`` or ``hard_negatives`` that holds
+            NaN or inf. The check reads a flag on the host, i.e. waits for the device; with `False` the loss
+            never synchronises with the host (a non-finite input then gives a NaN loss), so a training loop can
+            check the loss when it logs instead.
 
     Returns:
-        `torch.Tensor`: the scalar loss, in float32 for half-precision inputs (logits reach ±(1/τ + α), which
-        overflows float16/bfloat16) and in the input dtype otherwise; or ``(loss, diagnostics)``.
+        `ContrastiveLossOutput`: ``loss``, the scalar loss, in float32 for half-precision inputs (logits reach
+        ±(1/τ + α), which overflows float16/bfloat16) and in the input dtype otherwise; ``diagnostics``, a
+        `LossDiagnostics` in the same dtype.
     """
     _check_inputs(query, target, hard_negatives, query_ids, target_ids, hard_negative_ids)
-    _check_options(alpha, temperature, hardness_normalization)
+    if check_finite:
+        _check_finite(query, target, hard_negatives)
+    normalization = _check_options(alpha, temperature, hardness_normalization)
     dtype = torch.promote_types(query.dtype, torch.float32)
     device = query.device
     query, target = query.to(dtype), target.to(dtype)
     if hard_negatives is not None:
         hard_negatives = hard_negatives.to(dtype)
+    # non_blocking: a blocking host-to-device copy would wait for the device.
     query_ids, target_ids, hard_negative_ids = (
-        None if ids is None else ids.to(device) for ids in (query_ids, target_ids, hard_negative_ids)
+        None if ids is None else ids.to(device, non_blocking=True)
+        for ids in (query_ids, target_ids, hard_negative_ids)
     )
     batch_size = query.shape[0]
 
@@ -144,19 +210,17 @@ def hardness_weighted_contrastive_loss(
         all_hard_negative_ids,
         num_hard_negatives=similarity.shape[1] - all_targets.shape[0],
     )
-    loss = _weighted_cross_entropy(similarity, labels, false_negatives, alpha, temperature, hardness_normalization)
+    loss = _weighted_cross_entropy(similarity, labels, false_negatives, alpha, temperature, normalization)
 
     if symmetric:
         reverse_similarity = target @ all_queries.T  # (B, K·B)
         reverse_false_negatives = None if false_negatives is None else false_negatives[:, : all_queries.shape[0]]
         reverse_loss = _weighted_cross_entropy(
-            reverse_similarity, labels, reverse_false_negatives, alpha, temperature, hardness_normalization
+            reverse_similarity, labels, reverse_false_negatives, alpha, temperature, normalization
         )
         loss = (loss + reverse_loss) / 2
 
-    if not return_diagnostics:
-        return loss
-    return loss, _diagnostics(similarity.detach(), labels, false_negatives, alpha)
+    return ContrastiveLossOutput(loss, _diagnostics(similarity.detach(), labels, false_negatives, alpha))
 
 
 def _weighted_cross_entropy(
@@ -165,7 +229,7 @@ def _weighted_cross_entropy(
     false_negatives: torch.Tensor | None,
     alpha: float,
     temperature: float,
-    hardness_normalization: str | None,
+    normalization: HardnessNormalization,
 ) -> torch.Tensor:
     """Cross-entropy over ``s/τ + log w`` for negatives and ``s/τ`` for the positive; masked entries -> -inf.
 
@@ -176,11 +240,8 @@ def _weighted_cross_entropy(
     else:
         rows = torch.arange(similarity.shape[0], device=similarity.device)
         log_weights = alpha * similarity.detach()  # log w_ij, no gradient through the weights
-        if hardness_normalization == "mean":
-            excluded = torch.zeros_like(log_weights, dtype=torch.bool)
-            excluded[rows, labels] = True
-            if false_negatives is not None:
-                excluded |= false_negatives
+        if normalization is HardnessNormalization.MEAN:
+            excluded = _non_negatives(similarity, labels, false_negatives)
             log_weights -= _log_mean_exp(log_weights, excluded).unsqueeze(1)
         log_weights[rows, labels] = 0.0  # the positive's logit is untouched (w_ii = 1)
         # In place on the detached buffer: one (B, C) pass more than InfoNCE, no extra allocation.
@@ -188,6 +249,17 @@ def _weighted_cross_entropy(
     if false_negatives is not None:
         logits.masked_fill_(false_negatives, float("-inf"))
     return F.cross_entropy(logits, labels)
+
+
+def _non_negatives(
+    similarity: torch.Tensor, labels: torch.Tensor, false_negatives: torch.Tensor | None
+) -> torch.Tensor:
+    """(B, C) bool: each row's positive and masked false negatives, i.e. the columns that are not negatives."""
+    excluded = torch.zeros_like(similarity, dtype=torch.bool)
+    excluded[torch.arange(similarity.shape[0], device=similarity.device), labels] = True
+    if false_negatives is not None:
+        excluded |= false_negatives
+    return excluded
 
 
 def _log_mean_exp(values: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
@@ -228,35 +300,44 @@ def _false_negative_mask(
 @torch.no_grad()
 def _diagnostics(
     similarity: torch.Tensor, labels: torch.Tensor, false_negatives: torch.Tensor | None, alpha: float
-) -> dict[str, torch.Tensor]:
-    """Scalars describing the query→target similarity (B, C) of this process; see the `return_diagnostics` arg."""
-    rows = torch.arange(similarity.shape[0], device=similarity.device)
-    positive = similarity[rows, labels]
-    excluded = torch.zeros_like(similarity, dtype=torch.bool)
-    excluded[rows, labels] = True
-    if false_negatives is not None:
-        excluded |= false_negatives
-    hardest = similarity.masked_fill(excluded, float("-inf")).max(dim=1).values
-    has_negative = (~excluded).any(dim=1)
-    return {
-        "positive_cosine": positive.mean(),
-        "hardest_negative_cosine": hardest[has_negative].mean(),
-        "cosine_gap": (positive - hardest)[has_negative].mean(),
-        "top1_accuracy": (positive > hardest).to(similarity.dtype).mean(),
-        "mean_hardness_weight": torch.exp(alpha * similarity[~excluded]).mean(),
-    }
+) -> LossDiagnostics:
+    """`LossDiagnostics` of the query→target similarity (B, C) of this process.
+
+    Masked sums rather than boolean indexing: indexing by a mask has a data-dependent shape, which would wait for
+    the device.
+    """
+    positive = similarity[torch.arange(similarity.shape[0], device=similarity.device), labels]
+    excluded = _non_negatives(similarity, labels, false_negatives)
+    negatives_per_row = (~excluded).sum(dim=1)
+    has_negative = negatives_per_row > 0
+    rows_with_negative = has_negative.sum()  # 0 makes the negative statistics 0/0 = NaN
+    hardest = similarity.masked_fill(excluded, float("-inf")).max(dim=1).values  # -inf without negatives
+    weights = torch.exp(alpha * similarity).masked_fill_(excluded, 0.0)
+    return LossDiagnostics(
+        positive_cosine=positive.mean(),
+        hardest_negative_cosine=torch.where(has_negative, hardest, 0.0).sum() / rows_with_negative,
+        cosine_gap=torch.where(has_negative, positive - hardest, 0.0).sum() / rows_with_negative,
+        top1_accuracy=(positive > hardest).to(similarity.dtype).mean(),
+        mean_hardness_weight=weights.sum() / negatives_per_row.sum(),
+    )
 
 
-def _check_options(alpha: float, temperature: float, normalization: str | None) -> None:
+def _check_options(
+    alpha: float, temperature: float, normalization: HardnessNormalization | str
+) -> HardnessNormalization:
     if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
     if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha)):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}.")
-    if normalization not in _NORMALIZATIONS:
-        raise ValueError(f"hardness_normalization must be one of {_NORMALIZATIONS}, got {normalization!r}.")
+    try:
+        return HardnessNormalization(normalization)
+    except ValueError:
+        choices = [option.value for option in HardnessNormalization]
+        raise ValueError(f"hardness_normalization must be one of {choices}, got {normalization!r}.") from None
 
 
 def _check_inputs(query, target, hard_negatives, query_ids, target_ids, hard_negative_ids) -> None:
+    """Shapes and dtypes: metadata only, no device work."""
     if query.ndim != 2 or query.shape != target.shape:
         raise ValueError(
             f"query and target must both be (batch, dim) with the same shape, got {tuple(query.shape)} and "
@@ -289,6 +370,10 @@ def _check_inputs(query, target, hard_negatives, query_ids, target_ids, hard_neg
             raise ValueError(f"{name} must have shape {expected_id_shapes[name]}, got {tuple(ids.shape)}.")
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise TypeError(f"{name} must hold integer content ids, got {ids.dtype}.")
+
+
+def _check_finite(query: torch.Tensor, target: torch.Tensor, hard_negatives: torch.Tensor | None) -> None:
+    """Raise a `ValueError` naming the first non-finite row; one device-to-host sync when all are finite."""
     named = [("query", query), ("target", target)]
     if hard_negatives is not None:
         named.append(("hard_negatives", hard_negatives))
@@ -298,10 +383,9 @@ def _check_inputs(query, target, hard_negatives, query_ids, target_ids, hard_neg
         torch.isfinite(tensor.sum(dim=-1, dtype=torch.promote_types(tensor.dtype, torch.float32)))
         for _, tensor in named
     ]
-    # One device sync for the common, all-finite case; locate the culprit only on failure.
     if bool(torch.stack([finite.all() for finite in finite_per_vector]).all()):
         return
-    for (name, _), finite in zip(named, finite_per_vector):
+    for (name, _), finite in zip(named, finite_per_vector):  # locate the culprit only on failure
         if not bool(finite.all()):
             row, *slot = (int(i) for i in (~finite).nonzero()[0])
             where = f" row {row}" if not slot else f"[{row}, {slot[0]}] (row {row}, hard negative {slot[0]})"

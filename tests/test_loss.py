@@ -6,8 +6,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from llave_hf.loss import hardness_weighted_contrastive_loss
+from llave_hf.loss import (
+    CITATION,
+    ContrastiveLossOutput,
+    HardnessNormalization,
+    LossDiagnostics,
+    hardness_weighted_contrastive_loss,
+)
 
 
 BATCH, NUM_HARD_NEGATIVES, DIM, TAU = 6, 3, 8, 0.02
@@ -39,7 +46,7 @@ def reference_loss(
     query_ids=None,
     target_ids=None,
     hard_negative_ids=None,
-    normalization=None,
+    normalization="none",
 ):
     """Paper Eq. 5 term by term: L_i = -log(e^{s_ii/τ} / (e^{s_ii/τ} + Σ_j w_ij e^{s_ij/τ})), w_ij = e^{α sg(s_ij)}.
 
@@ -84,13 +91,17 @@ def reference_loss(
     return loss
 
 
+def values_of(diagnostics):
+    return [getattr(diagnostics, name) for name in LossDiagnostics.NAMES]
+
+
 def leaves(*tensors):
     return [None if t is None else t.detach().clone().requires_grad_(True) for t in tensors]
 
 
 @pytest.mark.parametrize(
     "symmetric, alpha, use_hard_negatives, masking, normalization",
-    list(itertools.product([True, False], [0.0, 9.0], [False, True], [False, True], [None, "mean"])),
+    list(itertools.product([True, False], [0.0, 9.0], [False, True], [False, True], ["none", "mean"])),
 )
 def test_matches_loop_reference(symmetric, alpha, use_hard_negatives, masking, normalization):
     query, target, hard_negatives = make_batch()
@@ -103,7 +114,9 @@ def test_matches_loop_reference(symmetric, alpha, use_hard_negatives, masking, n
     options = dict(alpha=alpha, temperature=TAU, symmetric=symmetric, **ids)
 
     q, t, h = leaves(query, target, hard_negatives)
-    loss = hardness_weighted_contrastive_loss(q, t, hard_negatives=h, hardness_normalization=normalization, **options)
+    loss = hardness_weighted_contrastive_loss(
+        q, t, hard_negatives=h, hardness_normalization=normalization, **options
+    ).loss
     loss.backward()
     rq, rt, rh = leaves(query, target, hard_negatives)
     expected = reference_loss(rq, rt, hard_negatives=rh, normalization=normalization, **options)
@@ -126,7 +139,7 @@ def test_alpha_zero_is_infonce(symmetric):
         expected = (expected + F.cross_entropy(target @ query.T / TAU, labels)) / 2
     loss = hardness_weighted_contrastive_loss(
         query, target, alpha=0.0, temperature=TAU, symmetric=symmetric, hard_negatives=hard_negatives
-    )
+    ).loss
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -136,7 +149,7 @@ def test_gradient_on_similarities_follows_paper_eq_6_7():
     query = torch.eye(n, dtype=torch.float64)
     generator = torch.Generator().manual_seed(1)
     target = F.normalize(torch.randn(n, n, generator=generator, dtype=torch.float64), dim=-1).requires_grad_(True)
-    loss = hardness_weighted_contrastive_loss(query, target, alpha=alpha, temperature=TAU, symmetric=False)
+    loss = hardness_weighted_contrastive_loss(query, target, alpha=alpha, temperature=TAU, symmetric=False).loss
     loss.backward()
     grad_similarity = target.grad.T
 
@@ -155,15 +168,16 @@ def test_gradient_on_similarities_follows_paper_eq_6_7():
 def test_half_precision_inputs_are_computed_in_float32():
     query, target, hard_negatives = make_batch(torch.float32)
     q, t, h = leaves(query.bfloat16(), target.bfloat16(), hard_negatives.bfloat16())
-    options = dict(hard_negatives=h, target_ids=TARGET_IDS, return_diagnostics=True)
-    loss, diagnostics = hardness_weighted_contrastive_loss(q, t, **options)
+    options = dict(hard_negatives=h, target_ids=TARGET_IDS)
+    output = hardness_weighted_contrastive_loss(q, t, **options)
+    loss = output.loss
     loss.backward()
-    assert loss.dtype == torch.float32 and all(v.dtype == torch.float32 for v in diagnostics.values())
+    assert loss.dtype == torch.float32 and all(v.dtype == torch.float32 for v in values_of(output.diagnostics))
     assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
 
-    expected, _ = hardness_weighted_contrastive_loss(
+    expected = hardness_weighted_contrastive_loss(
         q.detach().float(), t.detach().float(), **{**options, "hard_negatives": h.detach().float()}
-    )
+    ).loss
     torch.testing.assert_close(loss, expected, rtol=0, atol=0)
     reference = reference_loss(
         q.detach().double(),
@@ -185,9 +199,9 @@ def test_masking_repeated_labels():
     label = F.normalize(torch.randn(1, DIM, generator=generator), dim=-1)
     target = label.expand(4, DIM)
     same = torch.zeros(4, dtype=torch.long)
-    assert hardness_weighted_contrastive_loss(query, target, target_ids=same) == 0
-    assert hardness_weighted_contrastive_loss(query, target, target_ids=same, hardness_normalization="mean") == 0
-    unmasked = hardness_weighted_contrastive_loss(query, target, symmetric=False)
+    assert hardness_weighted_contrastive_loss(query, target, target_ids=same).loss == 0
+    assert hardness_weighted_contrastive_loss(query, target, target_ids=same, hardness_normalization="mean").loss == 0
+    unmasked = hardness_weighted_contrastive_loss(query, target, symmetric=False).loss
     # Each row's duplicates score exactly like its positive but carry w = e^{α s}: L_i = log(1 + 3 e^{α s_i}).
     scores = (query @ label[0]).tolist()
     expected = sum(math.log(1 + 3 * math.exp(9.0 * s)) for s in scores) / 4
@@ -195,27 +209,30 @@ def test_masking_repeated_labels():
 
 
 def test_mean_normalization_removes_the_degenerate_minimum():
-    # All queries at u, all targets at -u (LLAVE.md §3): every s = -1, nothing is discriminated.
+    # All queries at u, all targets at -u: every s = -1, nothing is discriminated (the degenerate minimum derived
+    # in the docstring of `llave_hf.loss`).
     u = F.normalize(torch.arange(1.0, DIM + 1, dtype=torch.float64), dim=0)
     query, target = u.expand(BATCH, DIM), -u.expand(BATCH, DIM)
-    raw = hardness_weighted_contrastive_loss(query, target)
-    normalized = hardness_weighted_contrastive_loss(query, target, hardness_normalization="mean")
+    raw = hardness_weighted_contrastive_loss(query, target).loss
+    normalized = hardness_weighted_contrastive_loss(query, target, hardness_normalization="mean").loss
     torch.testing.assert_close(raw.item(), math.log1p((BATCH - 1) * math.exp(-9.0)), rtol=1e-9, atol=0)
     torch.testing.assert_close(normalized.item(), math.log(BATCH), rtol=1e-9, atol=0)
 
 
 def test_diagnostics_match_loops():
     query, target, hard_negatives = make_batch(torch.float32)
-    loss, diagnostics = hardness_weighted_contrastive_loss(
+    output = hardness_weighted_contrastive_loss(
         query.clone().requires_grad_(True),
         target,
         hard_negatives=hard_negatives,
         query_ids=QUERY_IDS,
         target_ids=TARGET_IDS,
         hard_negative_ids=HARD_NEGATIVE_IDS,
-        return_diagnostics=True,
     )
-    assert all(not value.requires_grad and value.ndim == 0 for value in diagnostics.values())
+    assert isinstance(output, ContrastiveLossOutput) and isinstance(output.diagnostics, LossDiagnostics)
+    assert output.loss.requires_grad
+    diagnostics = output.diagnostics
+    assert all(not value.requires_grad and value.ndim == 0 for value in values_of(diagnostics))
 
     positives, hardest, weights, correct = [], [], [], 0
     for i in range(BATCH):
@@ -243,8 +260,9 @@ def test_diagnostics_match_loops():
         "mean_hardness_weight": sum(weights) / len(weights),
     }
     assert 0 < expected["top1_accuracy"] < 1, "the batch should have both ranked and misranked rows"
+    assert tuple(expected) == LossDiagnostics.NAMES
     for key, value in expected.items():
-        torch.testing.assert_close(diagnostics[key].item(), value, rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(getattr(diagnostics, key).item(), value, rtol=1e-5, atol=1e-6, msg=key)
 
 
 @pytest.mark.parametrize(
@@ -255,6 +273,7 @@ def test_diagnostics_match_loops():
         ({"hard_negatives": torch.zeros(BATCH, NUM_HARD_NEGATIVES, DIM + 1)}, ValueError, "hard_negatives must be"),
         ({"hard_negatives": torch.zeros(BATCH, DIM)}, ValueError, "hard_negatives must be"),
         ({"hardness_normalization": "softmax"}, ValueError, "hardness_normalization"),
+        ({"hardness_normalization": None}, ValueError, "hardness_normalization"),
         ({"temperature": 0.0}, ValueError, "temperature"),
         ({"target_ids": TARGET_IDS[:-1]}, ValueError, "target_ids must have shape"),
         ({"target_ids": TARGET_IDS.float()}, TypeError, "integer"),
@@ -284,3 +303,115 @@ def test_non_finite_embeddings_name_the_row(name, index, match, bad_value):
     {"query": query, "target": target, "hard": hard_negatives}[name][index + (3,)] = bad_value
     with pytest.raises(ValueError, match=match):
         hardness_weighted_contrastive_loss(query, target, hard_negatives=hard_negatives)
+
+
+def test_diagnostics_names_are_the_fields_and_stack_follows_them():
+    assert LossDiagnostics.NAMES == (
+        "positive_cosine",
+        "hardest_negative_cosine",
+        "cosine_gap",
+        "top1_accuracy",
+        "mean_hardness_weight",
+    )
+    query, target, hard_negatives = make_batch(torch.float32)
+    diagnostics = hardness_weighted_contrastive_loss(query, target, hard_negatives=hard_negatives).diagnostics
+    stacked = diagnostics.stack()
+    assert stacked.shape == (len(LossDiagnostics.NAMES),) and stacked.device == query.device
+    assert len(set(stacked.tolist())) == len(LossDiagnostics.NAMES), "distinct values, so the order is tested"
+    torch.testing.assert_close(stacked, torch.stack(values_of(diagnostics)), rtol=0, atol=0)
+
+
+def test_diagnostics_leave_out_rows_without_negatives():
+    # Row 0 shares its target with row 1 and its query with rows 2 and 3: nothing is left to contrast it with.
+    query_ids, target_ids = torch.tensor([7, 8, 7, 7]), torch.tensor([0, 0, 1, 1])
+    query, target, _ = make_batch(torch.float64)
+    query, target = query[:4], target[:4]
+    diagnostics = hardness_weighted_contrastive_loss(
+        query, target, query_ids=query_ids, target_ids=target_ids
+    ).diagnostics
+
+    s = query @ target.T
+    negatives = {1: [2, 3], 2: [1], 3: [1]}  # row -> its unmasked negative columns; row 0 has none
+    hardest = {i: max(float(s[i, j]) for j in columns) for i, columns in negatives.items()}
+    weights = [math.exp(9.0 * float(s[i, j])) for i, columns in negatives.items() for j in columns]
+    expected = {
+        "positive_cosine": float(s.diagonal().mean()),
+        "hardest_negative_cosine": sum(hardest.values()) / 3,
+        "cosine_gap": sum(float(s[i, i]) - h for i, h in hardest.items()) / 3,
+        # a row without negatives counts as ranked: nothing beats its positive
+        "top1_accuracy": (1 + sum(float(s[i, i]) > h for i, h in hardest.items())) / 4,
+        "mean_hardness_weight": sum(weights) / len(weights),
+    }
+    for name, value in expected.items():
+        torch.testing.assert_close(getattr(diagnostics, name).item(), value, rtol=1e-12, atol=1e-12, msg=name)
+
+    # No row with a negative at all: the negative statistics are NaN (0 / 0), the others stay defined.
+    same = torch.zeros(4, dtype=torch.long)
+    empty = hardness_weighted_contrastive_loss(query, target, target_ids=same).diagnostics
+    for name in ("hardest_negative_cosine", "cosine_gap", "mean_hardness_weight"):
+        assert math.isnan(getattr(empty, name).item()), name
+    assert empty.top1_accuracy.item() == 1.0 and math.isfinite(empty.positive_cosine.item())
+
+
+class HostSyncSpy(TorchDispatchMode):
+    """Records the ops that make the host wait for a CUDA device: scalar reads and data-dependent output shapes.
+
+    Running the loss on CPU under this mode shows what would synchronise on CUDA.
+    """
+
+    SYNCING = frozenset(
+        {"aten._local_scalar_dense", "aten.is_nonzero", "aten.nonzero", "aten.masked_select", "aten.unique"}
+    )
+
+    def __init__(self):
+        super().__init__()
+        self.syncs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name().split(".")[0]
+        indices = args[1] if name in ("aten::index", "aten::index_put", "aten::index_put_") else ()
+        boolean_index = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
+        if name.replace("::", ".") in self.SYNCING or boolean_index:
+            self.syncs.append(func.name())
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("normalization", ["none", "mean"])
+def test_check_finite_false_computes_the_same_without_host_sync(normalization):
+    query, target, hard_negatives = make_batch(torch.float32)
+    options = dict(
+        hard_negatives=hard_negatives,
+        query_ids=QUERY_IDS,
+        target_ids=TARGET_IDS,
+        hard_negative_ids=HARD_NEGATIVE_IDS,
+        hardness_normalization=normalization,
+    )
+    checked = hardness_weighted_contrastive_loss(query, target, **options)
+    with HostSyncSpy() as spy:
+        unchecked = hardness_weighted_contrastive_loss(query, target, check_finite=False, **options)
+    assert spy.syncs == []
+    torch.testing.assert_close(unchecked.loss, checked.loss, rtol=0, atol=0)
+    torch.testing.assert_close(unchecked.diagnostics.stack(), checked.diagnostics.stack(), rtol=0, atol=0)
+
+    with HostSyncSpy() as spy:  # the spy does see the finiteness check's read
+        hardness_weighted_contrastive_loss(query, target, **options)
+    assert spy.syncs
+
+    query[2, 3] = float("nan")  # without the check, a non-finite input gives a NaN loss instead of an error
+    assert torch.isnan(hardness_weighted_contrastive_loss(query, target, check_finite=False, **options).loss)
+
+
+def test_hardness_normalization_accepts_the_enum_and_its_strings():
+    query, target, _ = make_batch(torch.float64)
+    for option in HardnessNormalization:
+        by_enum = hardness_weighted_contrastive_loss(query, target, hardness_normalization=option).loss
+        by_string = hardness_weighted_contrastive_loss(query, target, hardness_normalization=option.value).loss
+        torch.testing.assert_close(by_enum, by_string, rtol=0, atol=0)
+    assert hardness_weighted_contrastive_loss(query, target).loss == by_enum.new_tensor(
+        hardness_weighted_contrastive_loss(query, target, hardness_normalization="none").loss.item()
+    )
+
+
+def test_citation_is_the_llave_paper():
+    assert CITATION.startswith("@inproceedings{lan2025llave,") and CITATION.count("{") == CITATION.count("}")
+    assert "eprint        = {2503.04812}" in CITATION and "EMNLP 2025" in CITATION
