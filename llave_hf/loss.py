@@ -64,6 +64,9 @@ class HardnessNormalization(str, Enum):
     NONE = "none"  # the released form: raw weights
     MEAN = "mean"  # divided by their mean over each row's negatives
 
+    def __str__(self) -> str:  # "mean", not "HardnessNormalization.MEAN", in logs and model cards
+        return self.value
+
 
 @dataclass(frozen=True, eq=False)
 class LossDiagnostics:
