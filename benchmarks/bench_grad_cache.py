@@ -36,11 +36,10 @@ def _setup(pairs: int):
     batch = TinyCollator(processor)(rows(pairs, negatives=1))
 
     def loss_fn(embeddings):
-        return hardness_weighted_contrastive_loss(
-            embeddings[:pairs], embeddings[pairs : 2 * pairs], hard_negatives=embeddings[2 * pairs :].view(pairs, 1, -1)
-        )
+        query, target, hard_negatives = batch.split(embeddings)
+        return hardness_weighted_contrastive_loss(query, target, hard_negatives=hard_negatives).loss
 
-    return model, batch["inputs"], loss_fn
+    return model, batch.inputs, loss_fn
 
 
 def _step(model, inputs, loss_fn, chunk: int) -> None:
@@ -48,8 +47,8 @@ def _step(model, inputs, loss_fn, chunk: int) -> None:
 
     model.zero_grad(set_to_none=False)
     if chunk:
-        token = model.config.backbone_config.image_token_id
-        grad_cache_backward(model, inputs, chunk, loss_fn, torch.Tensor.backward, image_token_id=token)
+        config = model.config.backbone_config
+        grad_cache_backward(model, inputs, chunk, loss_fn, torch.Tensor.backward, backbone_config=config)
     else:
         loss_fn(model(**inputs).embeddings).backward()
 

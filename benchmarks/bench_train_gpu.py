@@ -27,7 +27,6 @@ from transformers.models.llava_onevision.image_processing_pil_llava_onevision im
 from llave_hf import LlaveEmbeddingConfig, LlaveEmbeddingModel, LlaveProcessor
 from llave_hf.loss import hardness_weighted_contrastive_loss
 from llave_hf.testing import tiny_model_and_processor, tiny_tokenizer
-from llave_hf.trainer import freeze_vision_tower
 
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
@@ -105,14 +104,14 @@ def main(argv=None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     model.to(device=device, dtype=dtype).train()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    freeze_vision_tower(model)
+    model.freeze_vision_tower()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.0)
     texts, images = batch_items(args.batch, image_size)
     inputs = processor(text=texts, images=images).to(device)
 
     def step():
         embeddings = model(**inputs).embeddings
-        loss = hardness_weighted_contrastive_loss(embeddings[: args.batch], embeddings[args.batch :])
+        loss = hardness_weighted_contrastive_loss(embeddings[: args.batch], embeddings[args.batch :]).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

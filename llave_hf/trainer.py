@@ -1,139 +1,125 @@
+# Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
 """`ContrastiveTrainer`: the `Trainer` that trains LLaVE embedding models with the hardness-weighted loss."""
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import torch
 from accelerate.utils import DistributedType
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 from transformers.utils import logging
 
+from .collator import ContrastiveBatch
 from .grad_cache import grad_cache_backward
-from .hub import HubPublishMixin, TokenRedactingArgumentsMixin
-from .loss import hardness_weighted_contrastive_loss
+from .hub import HubPublishMixin
+from .loss import LossDiagnostics, hardness_weighted_contrastive_loss
+from .modeling.modeling_llave import NonFiniteEmbeddingError
+from .trainer_config import ContrastiveTrainingArguments
 
+
+__all__ = ["ContrastiveTrainer"]
 
 logger = logging.get_logger(__name__)
 
-DIAGNOSTICS = ("positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1_accuracy", "mean_hardness_weight")
-
-
-@dataclass
-class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArguments):
-    """`TrainingArguments` plus the LLaVE loss and what the released code lacks (defaults: the released recipe).
-
-    Pickled copies (`training_args.bin`, pushed with checkpoints) carry no `hub_token`.
-    """
-
-    loss_alpha: float = field(
-        default=9.0, metadata={"help": "Hardness weight α: each negative's logit gets + α·stopgrad(s). 0 = InfoNCE."}
-    )
-    loss_temperature: float = field(default=0.02, metadata={"help": "Softmax temperature τ (logit scale 1/τ)."})
-    symmetric_loss: bool = field(
-        default=True, metadata={"help": "Average query→target and target→query (released); False: the paper's one."}
-    )
-    gather_across_devices: bool = field(
-        default=True, metadata={"help": "Use every process's embeddings as negatives (differentiable all-gather)."}
-    )
-    mask_false_negatives: bool = field(
-        default=False,
-        metadata={"help": "Exclude candidates whose content equals the positive (e.g. repeated class labels)."},
-    )
-    hardness_normalization: str = field(
-        default="none",
-        metadata={
-            "help": "'none' (released) or 'mean': weights normalised to mean 1 over each row's negatives, which "
-            "removes the unnormalised form's degenerate minimum.",
-            "choices": ["none", "mean"],
-        },
-    )
-    grad_cache_chunk_size: int = field(
-        default=0, metadata={"help": "GradCache: encode in chunks of this many rows (0 = off). Not with DeepSpeed."}
-    )
-    freeze_vision_tower: bool = field(default=True, metadata={"help": "Freeze the vision encoder (LLaVE does)."})
-    collapse_gap_threshold: float = field(
-        default=1e-3,
-        metadata={"help": "Warn of collapse when positives and hardest negatives are this close and all alike."},
-    )
-    # The collator needs the raw columns (LLAVE.md §6: Trainer drops them otherwise).
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep False: the collator reads raw columns."})
-    # An uneven last batch would be padded with repeats of the first rows (false negatives once gathered) or hang.
-    dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete batch."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.hardness_normalization not in ("none", "mean"):
-            raise ValueError(f"hardness_normalization must be 'none' or 'mean', got {self.hardness_normalization!r}.")
-        if self.loss_temperature <= 0:
-            raise ValueError(f"loss_temperature must be positive, got {self.loss_temperature}.")
-        if self.grad_cache_chunk_size < 0:
-            raise ValueError(f"grad_cache_chunk_size must be >= 0, got {self.grad_cache_chunk_size}.")
-        if self.grad_cache_chunk_size and self.deepspeed:
-            raise ValueError(
-                "GradCache (grad_cache_chunk_size > 0) does not run under DeepSpeed: its engine steps on every "
-                "backward and ZeRO partitions the gradients that GradCache accumulates chunk by chunk. Use DDP "
-                "(optionally with gradient checkpointing) for GradCache, or DeepSpeed without it."
-            )
-        # A text-only batch leaves the projector (and a frozen tower's unused layers) without gradients.
-        if self.ddp_find_unused_parameters is None:
-            self.ddp_find_unused_parameters = True
-        if self.activation_checkpointing and self.activation_checkpointing_kwargs is None:
-            # Reentrant checkpointing breaks with find_unused_parameters and with frozen inputs.
-            self.activation_checkpointing_kwargs = {"use_reentrant": False}
-            self.gradient_checkpointing_kwargs = self.activation_checkpointing_kwargs  # the deprecated alias mirrors it
-
-
-def freeze_vision_tower(model) -> int:
-    """Freezes the vision encoder but not the projector; returns the number of frozen parameters."""
-    backbone = model.backbone
-    if hasattr(backbone, "vision_tower"):  # LLaVA, LLaVA-OneVision: the projector is a sibling module
-        modules = [backbone.vision_tower]
-    elif hasattr(backbone, "visual"):  # Qwen2-VL: the projector ("merger") lives inside `visual`
-        modules = [module for name, module in backbone.visual.named_children() if name != "merger"]
-    else:
-        return 0
-    frozen = 0
-    for module in modules:
-        for parameter in module.parameters():
-            parameter.requires_grad_(False)
-            frozen += parameter.numel()
-    return frozen
+# The training totals accumulated on the device between two logs: the diagnostics' sums, then these two counts.
+_STEPS_COUNTED, _NONFINITE_ROWS = len(LossDiagnostics.NAMES), len(LossDiagnostics.NAMES) + 1
 
 
 class ContrastiveTrainer(HubPublishMixin, Trainer):
-    """`Trainer` whose loss is LLaVE's hardness-weighted contrastive loss.
+    """
+    `Trainer` whose loss is LLaVE's hardness-weighted contrastive loss.
 
-    Batches come from `llave_hf.data.ContrastiveCollator`: queries, targets and hard negatives in one processor
-    batch, encoded in ONE forward of the wrapped model (DDP forbids two per step), then gathered across processes and
-    scored. With `grad_cache_chunk_size > 0` the step runs through GradCache. Logs the mean positive cosine, the mean
-    hardest-negative cosine, their gap, in-batch top-1 accuracy and the mean hardness weight, and warns on collapse.
+    Batches are `llave_hf.collator.ContrastiveBatch`es (e.g. from `ContrastiveCollator`): queries, targets and hard
+    negatives in one processor batch, encoded in ONE forward of the wrapped model (DDP forbids two per step), then
+    gathered across processes and scored. With `grad_cache_chunk_size > 0` the step runs through GradCache.
+
+    Training logs add the loss's diagnostics (`LossDiagnostics.NAMES`: positive and hardest-negative cosine, their
+    gap, in-batch top-1 accuracy, mean hardness weight), averaged since the previous log, and `collapse`, with a
+    warning when the embeddings look collapsed. They stay on the device between logs (no host sync per step), as
+    does a count of non-finite embedding rows: if there were any, the log raises `NonFiniteEmbeddingError` naming
+    the steps.
+
     With `--push_to_hub`, every push carries our model card, the modeling files and the inference handler
     (`HubPublishMixin`; `hub_card_kwargs=` feeds the card).
+
+    Args:
+        model, args, data_collator, train_dataset, eval_dataset, processing_class: as `Trainer`'s; `args` must be a
+            `ContrastiveTrainingArguments`. `eval_dataset` (rows for `data_collator`) gives `eval_loss`.
+        evaluator (*optional*): a callable `evaluator(model, processor=None)` returning results with
+            `metrics(prefix)`, e.g. `llave_hf.evaluation.MMEBEvaluator`. `evaluate()` runs it on the unwrapped model
+            in eval mode (on every process, so that sharded models stay in step) and adds its metrics, prefixed
+            `eval_` (`eval_ImageNet-1K_p@1`, usable as `metric_for_best_model="ImageNet-1K_p@1"`). It needs no
+            `eval_dataset`: `eval_strategy="steps"` with an evaluator alone runs just the evaluator. With a dict of
+            eval datasets it runs with each.
+        train_sampler (*optional*): the training sampler, e.g. `llave_hf.sampler.ModalityLengthGroupedSampler`.
+        **kwargs: the remaining `Trainer` arguments and `hub_card_kwargs`.
     """
 
-    def __init__(self, *args, train_sampler=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, ContrastiveTrainingArguments):
-            raise TypeError("ContrastiveTrainer needs ContrastiveTrainingArguments.")
-        if self.args.n_gpu > 1:
+    def __init__(
+        self,
+        model=None,
+        args: ContrastiveTrainingArguments | None = None,
+        data_collator: Callable[[list], ContrastiveBatch] | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        *,
+        evaluator: Callable | None = None,
+        train_sampler=None,
+        **kwargs,
+    ):
+        if not isinstance(args, ContrastiveTrainingArguments):
+            raise TypeError(f"ContrastiveTrainer needs ContrastiveTrainingArguments, got {type(args).__name__}.")
+        if args.n_gpu > 1:
             # nn.DataParallel would split the rows and the images of a batch independently of each other.
             raise ValueError(
-                f"{self.args.n_gpu} GPUs in one process: launch one process per GPU with `accelerate launch` or "
+                f"{args.n_gpu} GPUs in one process: launch one process per GPU with `accelerate launch` or "
                 "`torchrun` (the gather across devices needs it too)."
             )
+        evaluator_only = eval_dataset is None and evaluator is not None
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            # Trainer refuses an eval_strategy without an eval_dataset; the evaluator is enough here
+            eval_dataset=() if evaluator_only else eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        if evaluator_only:
+            self.eval_dataset = None
+        self.evaluator = evaluator
         self.train_sampler = train_sampler
         if self.args.freeze_vision_tower:
-            frozen = freeze_vision_tower(self.model)
-            logger.info(f"Froze {frozen:,} vision-tower parameters.")
+            logger.info(f"Froze {self.model.freeze_vision_tower():,} vision-tower parameters.")
         # compute_loss returns a per-batch mean, so the Trainer must scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
-        self._diagnostic_sums = torch.zeros(len(DIAGNOSTICS) + 1, dtype=torch.float64)
+        self._train_totals: torch.Tensor | None = None  # on the device; see _accumulate
+        self._totals_first_step = 0
         self._collapse_warned = False
 
     def _get_train_sampler(self, train_dataset=None):
-        if self.train_sampler is not None:  # e.g. llave_hf.data.ModalityLengthGroupedSampler
+        if self.train_sampler is not None:
             return self.train_sampler
         return super()._get_train_sampler(train_dataset)
+
+    # --------------------------------------------------------------------------------------------------------------
+    # batches: a ContrastiveBatch, not the dict of model inputs the Trainer expects
+
+    def _prepare_inputs(self, inputs: ContrastiveBatch) -> ContrastiveBatch:
+        # As Trainer's: DeepSpeed takes floating-point inputs (pixel values) in its own dtype.
+        dtype = self.accelerator.state.deepspeed_plugin.hf_ds_config.dtype() if self.is_deepspeed_enabled else None
+        return inputs.to(self.args.device, dtype=dtype)
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> None:
+        return None  # the loss is a mean per batch (Trainer counts label tokens otherwise)
+
+    def _track_num_input_tokens(self, inputs: ContrastiveBatch) -> None:
+        super()._track_num_input_tokens(inputs.inputs)
+
+    def floating_point_ops(self, inputs: ContrastiveBatch) -> int:
+        return super().floating_point_ops(inputs.inputs)
 
     # --------------------------------------------------------------------------------------------------------------
     # checkpoints
@@ -159,37 +145,49 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
     # --------------------------------------------------------------------------------------------------------------
     # loss
 
-    def _loss(self, embeddings: torch.Tensor, batch: dict) -> torch.Tensor:
-        """The contrastive loss of one collator batch from its rows' embeddings (queries, targets, negatives)."""
-        size, negatives = batch["num_queries"], batch["num_negatives"]
-        query, target = embeddings[:size], embeddings[size : 2 * size]
-        hard_negatives = embeddings[2 * size :].view(size, negatives, -1) if negatives else None
-        mask = self.args.mask_false_negatives
-        loss, diagnostics = hardness_weighted_contrastive_loss(
+    def _loss(self, embeddings: torch.Tensor, batch: ContrastiveBatch) -> torch.Tensor:
+        """The contrastive loss of one batch from the embeddings of its rows."""
+        query, target, hard_negatives = batch.split(embeddings)
+        args, mask = self.args, self.args.loss_mask_false_negatives
+        output = hardness_weighted_contrastive_loss(
             query,
             target,
-            alpha=self.args.loss_alpha,
-            temperature=self.args.loss_temperature,
-            symmetric=self.args.symmetric_loss,
+            alpha=args.loss_alpha,
+            temperature=args.loss_temperature,
+            symmetric=args.loss_symmetric,
             hard_negatives=hard_negatives,
-            query_ids=batch["query_ids"] if mask else None,
-            target_ids=batch["target_ids"] if mask else None,
-            hard_negative_ids=batch.get("negative_ids") if mask and negatives else None,
-            hardness_normalization=self.args.hardness_normalization,
-            gather_across_devices=self.args.gather_across_devices and self.args.world_size > 1,
-            return_diagnostics=True,
+            query_ids=batch.query_ids if mask else None,
+            target_ids=batch.target_ids if mask else None,
+            hard_negative_ids=batch.negative_ids if mask else None,
+            hardness_normalization=args.loss_hardness_normalization,
+            gather_across_devices=args.loss_gather_across_devices and args.world_size > 1,
+            check_finite=False,  # checked on the device, read when logging
         )
-        values = torch.stack([diagnostics[name].detach().double().cpu() for name in DIAGNOSTICS])
-        if self.model.training and torch.isfinite(values).all():  # NaN when no row had a negative
-            self._diagnostic_sums += torch.cat([values, values.new_ones(1)])
-        return loss
+        if self.model.training:
+            self._accumulate(embeddings.detach(), output.diagnostics)
+        return output.loss
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        embeddings = model(**inputs["inputs"]).embeddings
+    def _accumulate(self, embeddings: torch.Tensor, diagnostics: LossDiagnostics) -> None:
+        """Adds a training step's diagnostics and its count of non-finite embedding rows to the totals, on the device.
+
+        A step whose diagnostics are NaN (no row had a negative) adds nothing to the sums and is not counted.
+        """
+        values = diagnostics.stack().float()
+        counted = torch.isfinite(values).all()
+        nonfinite_rows = (~torch.isfinite(embeddings).all(dim=-1)).sum()
+        step = torch.cat([torch.where(counted, values, 0.0), torch.stack([counted.float(), nonfinite_rows.float()])])
+        if self._train_totals is None:
+            self._train_totals = step
+            self._totals_first_step = self.state.global_step + 1  # the optimizer step this micro-batch belongs to
+        else:
+            self._train_totals += step
+
+    def compute_loss(self, model, inputs: ContrastiveBatch, return_outputs=False, num_items_in_batch=None):
+        embeddings = model(**inputs.inputs).embeddings
         loss = self._loss(embeddings, inputs)
         return (loss, {"embeddings": embeddings}) if return_outputs else loss
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def training_step(self, model, inputs: ContrastiveBatch, num_items_in_batch=None):
         if not self.args.grad_cache_chunk_size:
             return super().training_step(model, inputs, num_items_in_batch)
         if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -197,21 +195,20 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         model.train()
         inputs = self._prepare_inputs(inputs)
         steps = self.current_gradient_accumulation_steps
-        backbone_config = self.accelerator.unwrap_model(model).config.backbone_config
         with self.compute_loss_context_manager():
             loss = grad_cache_backward(
                 model,
-                inputs["inputs"],
+                inputs.inputs,
                 self.args.grad_cache_chunk_size,
                 loss_fn=lambda embeddings: self._loss(embeddings, inputs) / steps,
                 backward=self.accelerator.backward,
-                image_token_id=getattr(backbone_config, "image_token_id", None),
+                backbone_config=self.accelerator.unwrap_model(model).config.backbone_config,
                 no_sync=self.accelerator.no_sync,
                 sync_last_chunk=self.accelerator.sync_gradients,
             )
         return loss
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(self, model, inputs: ContrastiveBatch, prediction_loss_only, ignore_keys=None):
         """Evaluation loss without labels: the contrastive loss of the eval batch."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
@@ -219,25 +216,73 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         return loss.detach(), None, None
 
     # --------------------------------------------------------------------------------------------------------------
+    # evaluation
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate` plus the evaluator's metrics; with no eval dataset, the evaluator only."""
+        if self.evaluator is None or eval_dataset is not None or self.eval_dataset is not None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # see evaluation_loop
+        metrics = self._evaluator_metrics(metric_key_prefix)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.evaluator is not None and description == "Evaluation":  # not `predict`
+            # merged before the Trainer logs the metrics and hands them to callbacks (on_evaluate)
+            output.metrics.update(self._evaluator_metrics(metric_key_prefix))
+        return output
+
+    def _evaluator_metrics(self, prefix: str) -> dict[str, float]:
+        """Runs the evaluator on the unwrapped model in eval mode (every process runs it: sharded models stay in
+        step), restores the model's mode, and returns its metrics under `prefix`."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            results = self.evaluator(model, processor=self.processing_class)
+        finally:
+            model.train(was_training)
+        return results.metrics(prefix=f"{prefix}_")
+
+    # --------------------------------------------------------------------------------------------------------------
     # logging
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs:  # a training log: add the diagnostics averaged since the last one, over all processes
-            sums = self._diagnostic_sums.to(self.args.device)
-            if self.args.world_size > 1:
-                sums = self.accelerator.reduce(sums, reduction="sum")
-            if sums[-1] > 0:  # steps whose rows all lacked negatives (NaN diagnostics) were not counted
-                means = (sums[:-1] / sums[-1]).tolist()
-                logs.update({name: round(value, 4) for name, value in zip(DIAGNOSTICS, means)})
-                positive, gap = logs["positive_cosine"], logs["cosine_gap"]
-                collapsed = abs(gap) < self.args.collapse_gap_threshold and abs(positive) > 0.9
-                logs["collapse"] = float(collapsed)
-                if collapsed and not self._collapse_warned:
-                    logger.warning(
-                        f"Embeddings look collapsed at step {self.state.global_step}: positive cosine {positive:.3f},"
-                        f" gap to the hardest negative {gap:.4f}. With the unnormalised hardness weights this is the "
-                        "degenerate minimum of the loss; try hardness_normalization='mean' or a pretrained start."
-                    )
-                    self._collapse_warned = True
-            self._diagnostic_sums.zero_()
+        if "loss" in logs and self._train_totals is not None:  # a training log
+            logs.update(self._training_diagnostics())
         super().log(logs, *args, **kwargs)
+
+    def _training_diagnostics(self) -> dict[str, float]:
+        """The diagnostics averaged since the previous log over all processes, and the collapse flag; resets them.
+
+        Raises `NonFiniteEmbeddingError` if any process saw a non-finite embedding since the previous log.
+        """
+        totals = self._train_totals
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        totals = totals.tolist()  # the one device-to-host sync, once per log
+        first_step, self._train_totals = self._totals_first_step, None
+        if totals[_NONFINITE_ROWS]:
+            raise NonFiniteEmbeddingError(
+                f"{int(totals[_NONFINITE_ROWS])} non-finite (NaN or inf) training embedding row(s) between steps "
+                f"{first_step} and {self.state.global_step}, summed over processes (checked at each log, every "
+                "logging_steps). Check those steps' data, the learning rate and the precision (fp16 overflows)."
+            )
+        steps = totals[_STEPS_COUNTED]
+        if not steps:  # every step lacked negatives (NaN diagnostics)
+            return {}
+        diagnostics = {name: round(total / steps, 4) for name, total in zip(LossDiagnostics.NAMES, totals)}
+        positive, gap = diagnostics["positive_cosine"], diagnostics["cosine_gap"]
+        collapsed = abs(gap) < self.args.collapse_gap_threshold and abs(positive) > 0.9
+        if collapsed and not self._collapse_warned:
+            logger.warning(
+                f"Embeddings look collapsed at step {self.state.global_step}: positive cosine {positive:.3f}, gap to "
+                f"the hardest negative {gap:.4f}. With the unnormalised hardness weights this is the degenerate "
+                "minimum of the loss; try loss_hardness_normalization='mean' or a pretrained start."
+            )
+            self._collapse_warned = True
+        return {**diagnostics, "collapse": float(collapsed)}

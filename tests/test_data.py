@@ -1,21 +1,19 @@
-"""MMEB-train loading, the contrastive collator, the modality/length-grouped sampler and processor building."""
+"""MMEB-train loading, the contrastive batch and collator, the modality/length-grouped sampler, processor building."""
 
 import json
 
 import pytest
 import torch
 from datasets import Dataset
+from accelerate.utils import send_to_device
 from mmeb_fixtures import I2T, T2I, make_mmeb_fixture
 from PIL import Image
 from torch.utils.data import DataLoader
+from transformers import BatchFeature
 
-from llave_hf.data import (
-    REQUIRED_COLUMNS,
-    ContrastiveCollator,
-    ModalityLengthGroupedSampler,
-    content_id,
-    load_mmeb_train,
-)
+from llave_hf.collator import ContrastiveBatch, ContrastiveCollator, content_id
+from llave_hf.mmeb_train import REQUIRED_COLUMNS, load_mmeb_train
+from llave_hf.sampler import ModalityLengthGroupedSampler
 from llave_hf.processors import build_processor, load_processor
 from llave_hf.testing import FAMILIES, tiny_backbone_config, tiny_image_processor, tiny_processor, tiny_tokenizer
 
@@ -109,7 +107,7 @@ def test_collator_layout(fixture, family):
     dataset = load_mmeb_train(fixture["data"], max_rows_per_subset=2)  # 2 image queries, then 2 text queries
     rows = [dataset[i] for i in range(4)]
     batch = ContrastiveCollator(processor, num_hard_negatives=1, image_root=fixture["image_root"])(rows)
-    assert (batch["num_queries"], batch["num_negatives"]) == (4, 1)
+    assert isinstance(batch, ContrastiveBatch) and (batch.num_queries, batch.num_negatives) == (4, 1)
 
     def item(text, path):
         return (text or None, Image.open(fixture["image_root"] / path) if path else None)
@@ -119,15 +117,15 @@ def test_collator_layout(fixture, family):
     ]
     items += [item(r["neg_text"], r["neg_image_path"]) for r in rows]
     expected = processor(text=[text for text, _ in items], images=[image for _, image in items])
-    assert batch["inputs"].keys() == expected.keys()
+    assert batch.inputs.keys() == expected.keys()
     for key in expected:
-        torch.testing.assert_close(batch["inputs"][key], expected[key], rtol=0, atol=0)
+        torch.testing.assert_close(batch.inputs[key], expected[key], rtol=0, atol=0)
 
-    assert batch["query_ids"].tolist() == [content_id(r["qry"], r["qry_image_path"]) for r in rows]
-    assert batch["target_ids"].tolist() == [content_id(r["pos_text"], r["pos_image_path"]) for r in rows]
-    assert batch["negative_ids"].tolist() == [[content_id(r["neg_text"], r["neg_image_path"])] for r in rows]
+    assert batch.query_ids.tolist() == [content_id(r["qry"], r["qry_image_path"]) for r in rows]
+    assert batch.target_ids.tolist() == [content_id(r["pos_text"], r["pos_image_path"]) for r in rows]
+    assert batch.negative_ids.tolist() == [[content_id(r["neg_text"], r["neg_image_path"])] for r in rows]
     # MMEB's placeholder became the backbone's image token, at the start of the user turn
-    prompt = processor.tokenizer.decode(batch["inputs"]["input_ids"][0])
+    prompt = processor.tokenizer.decode(batch.inputs["input_ids"][0])
     assert f"user\n{processor.image_start_token}{processor.image_token}" in prompt
     assert "<|image_1|>" not in prompt
 
@@ -138,8 +136,47 @@ def test_without_negatives_and_text_only_backbone():
         for i in range(3)
     ]
     batch = ContrastiveCollator(tiny_processor("qwen2"))(rows)
-    assert batch["inputs"]["input_ids"].shape[0] == 6 and "negative_ids" not in batch
-    assert batch["num_negatives"] == 0
+    assert batch.inputs["input_ids"].shape[0] == 6 and batch.negative_ids is None
+    assert batch.num_negatives == 0
+
+
+def _batch(size: int = 2, negatives: int = 1) -> ContrastiveBatch:
+    rows = size * (2 + negatives)
+    inputs = BatchFeature({"input_ids": torch.arange(rows * 3).view(rows, 3), "pixel_values": torch.ones(size, 3, 2)})
+    ids = torch.arange(size)
+    negative_ids = torch.arange(size * negatives).view(size, negatives) if negatives else None
+    return ContrastiveBatch(inputs, size, negatives, query_ids=ids, target_ids=ids + 10, negative_ids=negative_ids)
+
+
+def test_contrastive_batch_splits_embeddings_and_checks_its_layout():
+    batch = _batch(size=2, negatives=2)
+    embeddings = torch.arange(8.0)[:, None].expand(8, 3)
+    query, target, negatives = batch.split(embeddings)
+    assert query[:, 0].tolist() == [0, 1] and target[:, 0].tolist() == [2, 3]
+    assert negatives.shape == (2, 2, 3) and negatives[:, :, 0].tolist() == [[4, 5], [6, 7]]  # query-major
+    assert _batch(size=2, negatives=0).split(embeddings[:4])[2] is None
+    with pytest.raises(ValueError, match="7 embeddings for a batch of 8 rows"):
+        batch.split(embeddings[:7])
+    with pytest.raises(ValueError, match=r"negative_ids: shape None, expected \(2, 2\)"):
+        ContrastiveBatch(batch.inputs, 2, 2, query_ids=batch.query_ids, target_ids=batch.target_ids)
+    with pytest.raises(ValueError, match=r"query_ids: shape \(3,\), expected \(2,\)"):
+        ContrastiveBatch(batch.inputs, 2, 0, query_ids=torch.arange(3), target_ids=batch.target_ids)
+
+
+def test_contrastive_batch_moves_like_a_batch_feature(monkeypatch):
+    batch = _batch()
+    # accelerate's prepared dataloaders move batches with send_to_device: it must keep the type
+    moved = send_to_device(batch, "cpu", non_blocking=True)
+    assert isinstance(moved, ContrastiveBatch) and torch.equal(moved.inputs["input_ids"], batch.inputs["input_ids"])
+    cast = batch.to("cpu", dtype=torch.bfloat16)  # DeepSpeed's dtype: floating-point inputs only
+    assert cast.inputs["pixel_values"].dtype == torch.bfloat16 and cast.inputs["input_ids"].dtype == torch.long
+    assert cast.query_ids.dtype == cast.negative_ids.dtype == torch.long
+    assert batch.inputs["pixel_values"].dtype == torch.float32  # the original is left as it was
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor: pinned.append(tensor.shape) or tensor)
+    batch.pin_memory()
+    assert len(pinned) == 5  # input_ids, pixel_values and the three id tensors
 
 
 def _break_images(fixture):
@@ -169,16 +206,16 @@ def test_skip_bad_samples_replaces_or_drops_and_counts(fixture):
 
     dropping = ContrastiveCollator(processor, image_root=fixture["image_root"], skip_bad_samples=True)
     batch = dropping(rows)
-    assert batch["num_queries"] == 2 and dropping.num_skipped == 2
-    assert batch["query_ids"].tolist() == [content_id(dataset[i]["qry"], dataset[i]["qry_image_path"]) for i in (2, 3)]
+    assert batch.num_queries == 2 and dropping.num_skipped == 2
+    assert batch.query_ids.tolist() == [content_id(dataset[i]["qry"], dataset[i]["qry_image_path"]) for i in (2, 3)]
 
     replacing = ContrastiveCollator(
         processor, image_root=fixture["image_root"], skip_bad_samples=True, dataset=dataset
     )
     first, again = replacing(rows), replacing(rows)
-    assert first["num_queries"] == 4 and replacing.num_skipped == 4  # batch size kept: processes stay in step
-    assert torch.equal(first["target_ids"], again["target_ids"])  # replacements are deterministic
-    assert len(set(first["target_ids"].tolist())) == 4  # ... and are not rows already in the batch
+    assert first.num_queries == 4 and replacing.num_skipped == 4  # batch size kept: processes stay in step
+    assert torch.equal(first.target_ids, again.target_ids)  # replacements are deterministic
+    assert len(set(first.target_ids.tolist())) == 4  # ... and are not rows already in the batch
 
 
 def test_skip_count_is_shared_with_dataloader_workers(fixture):
@@ -189,7 +226,7 @@ def test_skip_count_is_shared_with_dataloader_workers(fixture):
     )
     batches = list(DataLoader(dataset, batch_size=8, collate_fn=collator, num_workers=1))
     # rows 0, 1 (query images) and 8, 9 (the same images as targets), counted in the worker process
-    assert [b["num_queries"] for b in batches] == [8, 8] and collator.num_skipped == 4
+    assert [b.num_queries for b in batches] == [8, 8] and collator.num_skipped == 4
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -230,13 +267,15 @@ def test_grouped_sampler_from_dataset(fixture):
 
 
 PROCESSOR_FIELDS = ("backbone_type", "image_token", "image_start_token", "image_end_token", "num_image_tokens")
-# Hand-derived from the tiny configs: 32-px images, 8-px patches -> 16 features per tile or image.
+# Hand-derived from the tiny configs: 32-px images, 8-px patches -> 16 features per tile or image. `backbone_type` is
+# the backbone config's model_type (the family table's key).
 EXPECTED_PROCESSOR_FIELDS = {
     "llava_onevision": ("llava_onevision", "<image>", "", "", 16),  # SigLIP: no CLS token
     "llava": ("llava", "<image>", "", "", 16),  # CLIP: the "default" strategy drops the CLS token
     "qwen2_vl": ("qwen2_vl", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", None),
-    "qwen2_5_vl": ("qwen2_vl", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", None),
-    "qwen2": ("text", "<image>", "", "", None),
+    "qwen2_5_vl": ("qwen2_5_vl", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", None),
+    "qwen3_vl": ("qwen3_vl", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", None),
+    "qwen2": ("qwen2", "<image>", "", "", None),
 }
 
 

@@ -12,12 +12,12 @@ import torch
 import yaml
 from mmeb_fixtures import make_mmeb_fixture
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor, LlavaOnevisionForConditionalGeneration
+from transformers import AutoModel, AutoProcessor, LlavaOnevisionForConditionalGeneration, TrainerCallback
 
 from llave_hf import LlaveEmbeddingModel, LlaveProcessor
-from llave_hf.data import MMEB_TRAIN_SUBSETS
+from llave_hf.cli.train import main, parse_args
+from llave_hf.mmeb_train import MMEB_TRAIN_SUBSETS
 from llave_hf.testing import tiny_backbone_config, tiny_processor, tiny_tokenizer
-from llave_hf.train import main, parse_args
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,9 @@ def test_every_preset_parses():
 
 
 def test_2b_preset_is_the_papers_recipe():
-    """LLAVE.md §4 (paper Table 5): the values the 2B run trains with."""
+    """The paper's Table 5 recipe: MMEB-train `original`, 20 subsets x the first 50K rows, alpha 9, temperature 0.02,
+    lr 1e-5 (7B: 5e-6), cosine schedule, warmup ratio 0.03, 1 epoch, batch 4 per device x 8 GPUs x 8 accumulation
+    steps, bf16, DeepSpeed ZeRO-3, frozen vision tower, max length 4096."""
     raw = yaml.safe_load((PRESETS / "llave-2b.yaml").read_text())
     model_args, data_args, args = parse_args([str(PRESETS / "llave-2b.yaml")])
     gpus = 8
@@ -113,10 +115,10 @@ def test_2b_preset_is_the_papers_recipe():
     assert (args.learning_rate, args.lr_scheduler_type.value, args.warmup_steps) == (1e-5, "cosine", 0.03)
     assert (args.weight_decay, args.num_train_epochs, args.optim.value) == (0.0, 1, "adamw_torch")
     assert raw["bf16"] is True and raw["tf32"] is True  # bf16 + TF32 on the GPUs
-    assert args.activation_checkpointing and args.freeze_vision_tower and args.gather_across_devices
+    assert args.activation_checkpointing and args.freeze_vision_tower and args.loss_gather_across_devices
     assert json.loads((ROOT / args.deepspeed).read_text())["zero_optimization"]["stage"] == 3
-    assert (args.loss_alpha, args.loss_temperature, args.symmetric_loss) == (9.0, 0.02, True)
-    assert (args.hardness_normalization, args.mask_false_negatives) == ("none", False)
+    assert (args.loss_alpha, args.loss_temperature, args.loss_symmetric) == (9.0, 0.02, True)
+    assert (args.loss_hardness_normalization, args.loss_mask_false_negatives) == ("none", False)
     assert (data_args.train_data, data_args.split, data_args.max_rows_per_subset) == (
         "TIGER-Lab/MMEB-train",
         "original",
@@ -139,6 +141,9 @@ def test_command_line_overrides_yaml_and_bad_configurations(tmp_path):
         parse_args([str(tmp_path / "bad.yaml")])
     with pytest.raises(ValueError, match="exactly one of"):
         parse_args([TINY, "--model_name_or_path", "somewhere"])
+    args = parse_args([TINY, "--eval_data", "heldout", "--eval_every_n_steps", "7"])[2]
+    assert (args.eval_strategy, args.eval_steps) == ("steps", 7)
+    assert parse_args([TINY])[2].eval_strategy == "no"
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -260,7 +265,7 @@ def test_deepspeed_zero3_wraps_a_pretrained_backbone(fixture, tmp_path):
     # On GPUs the training arguments start DeepSpeed's process group; on CPU (gloo) zero.Init needs it started here.
     script = tmp_path / "zero3_train.py"
     script.write_text(
-        "import deepspeed\ndeepspeed.init_distributed('gloo')\nfrom llave_hf.train import main\nmain()\n"
+        "import deepspeed\ndeepspeed.init_distributed('gloo')\nfrom llave_hf.cli.train import main\nmain()\n"
     )
     output_dir = tmp_path / "zero3"
     deepspeed = PRESETS / "deepspeed" / "zero3.json"
@@ -279,7 +284,8 @@ def test_deepspeed_zero3_wraps_a_pretrained_backbone(fixture, tmp_path):
 
 
 def test_held_out_p_at_1_is_logged_during_training(fixture, tmp_path):
-    """--eval_data: P@1 on a held-out MMEB-eval set reaches the trainer's logs (RetrievalEvalCallback)."""
+    """--eval_data: P@1 on a held-out MMEB-eval set reaches the trainer's logs (its evaluator), and the callbacks
+    given to main see them."""
     from datasets import Dataset
 
     rows = fixture["subsets"]["ToyT2I"]
@@ -293,6 +299,15 @@ def test_held_out_p_at_1_is_logged_during_training(fixture, tmp_path):
         ]
     ).to_parquet(str(eval_dir / "ToyT2I.parquet"))  # fmt: skip
     arguments = _overrides(fixture, tmp_path / "out", max_steps=2, eval_data=eval_dir, eval_every_n_steps=1)
-    trainer = main([TINY, *arguments, "--eval_image_root", str(fixture["image_root"])])
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.logs = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.logs.append(dict(logs))
+
+    recorder = Recorder()
+    trainer = main([TINY, *arguments, "--eval_image_root", str(fixture["image_root"])], callbacks=[recorder])
     logged = [entry["eval_ToyT2I_p@1"] for entry in trainer.state.log_history if "eval_ToyT2I_p@1" in entry]
     assert len(logged) == 2 and all(0.0 <= value <= 1.0 for value in logged)
+    assert [entry["eval_ToyT2I_p@1"] for entry in recorder.logs if "eval_ToyT2I_p@1" in entry] == logged

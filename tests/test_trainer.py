@@ -2,15 +2,23 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
+from mmeb_fixtures import FakeEncoder, make_mmeb_eval_fixture
 from trainer_fixtures import TinyCollator, rows, tiny_training_args
+from transformers import BatchFeature
+
+from llave_hf.collator import ContrastiveBatch
+from llave_hf.evaluation import MMEBEvaluator
 
 from llave_hf.grad_cache import grad_cache_backward, slice_rows
-from llave_hf.loss import hardness_weighted_contrastive_loss
+from llave_hf.loss import HardnessNormalization, LossDiagnostics, hardness_weighted_contrastive_loss
+from llave_hf.modeling.modeling_llave import NonFiniteEmbeddingError
 from llave_hf.testing import tiny_model_and_processor
-from llave_hf.trainer import ContrastiveTrainer, freeze_vision_tower
+from llave_hf.trainer import ContrastiveTrainer
 
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_workers", "trainer_worker.py")
@@ -37,7 +45,9 @@ def _train(tmp_path, family, batch_rows, **overrides):
 def _loss_fn(size, negatives):
     def loss(embeddings):
         hard = embeddings[2 * size :].view(size, negatives, -1) if negatives else None
-        return hardness_weighted_contrastive_loss(embeddings[:size], embeddings[size : 2 * size], hard_negatives=hard)
+        return hardness_weighted_contrastive_loss(
+            embeddings[:size], embeddings[size : 2 * size], hard_negatives=hard
+        ).loss
 
     return loss
 
@@ -56,20 +66,23 @@ def _assert_gradients_close(actual, expected):
 # GradCache, one process
 
 
-@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl"])
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "qwen3_vl"])
 def test_grad_cache_equals_uncached_step_with_dropout(family):
     """Dropout on: GradCache must replay each chunk's RNG to reproduce the uncached step's gradients."""
     model, processor = tiny_model_and_processor(family, attention_dropout=0.3)
     model.train()
     batch = TinyCollator(processor)(rows(6, negatives=1))
-    inputs, loss_fn = batch["inputs"], _loss_fn(6, 1)
-    token = model.config.backbone_config.image_token_id
+    inputs, loss_fn = batch.inputs, _loss_fn(6, 1)
+    config = model.config.backbone_config
     rows_total, chunk = inputs["input_ids"].shape[0], 5
 
     # uncached reference: the same chunks encoded with their graphs kept, one backward through everything
     torch.manual_seed(0)
     embeddings = torch.cat(
-        [model(**slice_rows(inputs, s, min(s + chunk, rows_total), token)).embeddings for s in range(0, rows_total, chunk)]
+        [
+            model(**slice_rows(inputs, s, min(s + chunk, rows_total), config)).embeddings
+            for s in range(0, rows_total, chunk)
+        ]
     )
     expected_loss = loss_fn(embeddings)
     expected_loss.backward()
@@ -78,7 +91,7 @@ def test_grad_cache_equals_uncached_step_with_dropout(family):
 
     model.zero_grad()
     torch.manual_seed(0)
-    loss = grad_cache_backward(model, inputs, chunk, loss_fn, backward=torch.Tensor.backward, image_token_id=token)
+    loss = grad_cache_backward(model, inputs, chunk, loss_fn, backward=torch.Tensor.backward, backbone_config=config)
     torch.testing.assert_close(loss, expected_loss.detach())
     _assert_gradients_close(_gradients(model), expected)
     assert torch.equal(torch.get_rng_state(), after_uncached)
@@ -86,19 +99,19 @@ def test_grad_cache_equals_uncached_step_with_dropout(family):
     # the replay matters: other dropout masks give other gradients
     model.zero_grad()
     torch.manual_seed(1)
-    grad_cache_backward(model, inputs, chunk, loss_fn, backward=torch.Tensor.backward, image_token_id=token)
+    grad_cache_backward(model, inputs, chunk, loss_fn, backward=torch.Tensor.backward, backbone_config=config)
     assert any(not torch.allclose(_gradients(model)[n], expected[n], atol=1e-5) for n in expected)
 
 
-@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "llava"])
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "qwen3_vl", "llava"])
 def test_grad_cache_equals_one_big_forward_without_dropout(family):
     model, processor = tiny_model_and_processor(family)
     batch = TinyCollator(processor)(rows(6, negatives=2))
-    inputs, loss_fn = batch["inputs"], _loss_fn(6, 2)
+    inputs, loss_fn = batch.inputs, _loss_fn(6, 2)
     loss_fn(model(**inputs).embeddings).backward()
     expected = _gradients(model)
     model.zero_grad()
-    grad_cache_backward(model, inputs, 4, loss_fn, torch.Tensor.backward, model.config.backbone_config.image_token_id)
+    grad_cache_backward(model, inputs, 4, loss_fn, torch.Tensor.backward, backbone_config=model.config.backbone_config)
     _assert_gradients_close(_gradients(model), expected)
 
 
@@ -107,10 +120,10 @@ def test_slice_rows_keeps_each_rows_image(make_image):
     texts = ["a", None, "b", None]
     images = [None, make_image(20, 50, seed=1), None, make_image(32, 32, seed=2)]
     inputs = processor(text=texts, images=images)
-    token = model.config.backbone_config.image_token_id
+    config = model.config.backbone_config
     with torch.no_grad():
         whole = model(**inputs).embeddings
-        parts = torch.cat([model(**slice_rows(inputs, s, s + 1, token)).embeddings for s in range(4)])
+        parts = torch.cat([model(**slice_rows(inputs, s, s + 1, config)).embeddings for s in range(4)])
     torch.testing.assert_close(parts, whole, rtol=0, atol=2e-5)
 
 
@@ -124,13 +137,13 @@ def test_compute_loss_is_the_loss_of_the_embeddings(tmp_path):
     batch = TinyCollator(processor)(rows(4, negatives=1))
     with torch.no_grad():
         loss = trainer.compute_loss(model, batch)
-        embeddings = model(**batch["inputs"]).embeddings
+        embeddings = model(**batch.inputs).embeddings
     q, t, n = embeddings[:4], embeddings[4:8], embeddings[8:].view(4, 1, -1)
     expected = hardness_weighted_contrastive_loss(
-        q, t, hard_negatives=n, query_ids=batch["query_ids"], target_ids=batch["target_ids"],
-        hard_negative_ids=batch["negative_ids"],
+        q, t, hard_negatives=n, query_ids=batch.query_ids, target_ids=batch.target_ids,
+        hard_negative_ids=batch.negative_ids,
     )  # fmt: skip
-    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(loss, expected.loss)
 
 
 def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
@@ -138,14 +151,14 @@ def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
     data = rows(8, with_images=False)
     trainer = _train(
         tmp_path, "qwen2", data, per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=1,
-        optim="sgd", learning_rate=1.0, mask_false_negatives=False,
+        optim="sgd", learning_rate=1.0, loss_mask_false_negatives=False,
     )  # fmt: skip
     model, processor = tiny_model_and_processor("qwen2", seed=0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     collate = TinyCollator(processor)
     for part in (data[:4], data[4:]):
         batch = collate(part)
-        (_loss_fn(4, 0)(model(**batch["inputs"]).embeddings) / 2).backward()
+        (_loss_fn(4, 0)(model(**batch.inputs).embeddings) / 2).backward()
     for name, parameter in trainer.model.named_parameters():
         expected = before[name] - model.get_parameter(name).grad
         torch.testing.assert_close(parameter.detach(), expected, rtol=1e-4, atol=1e-6, msg=name)
@@ -157,17 +170,26 @@ def test_trainer_logs_diagnostics_and_evaluates_without_labels(tmp_path):
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logged) == 3
     for entry in logged:
-        for key in ("positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1_accuracy", "mean_hardness_weight"):
+        assert LossDiagnostics.NAMES == (
+            "positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1_accuracy", "mean_hardness_weight"
+        )  # fmt: skip
+        for key in LossDiagnostics.NAMES:
             assert key in entry and entry[key] == entry[key]  # present and not NaN
         assert entry["collapse"] == 0.0
+    assert trainer.state.total_flos > 0  # floating_point_ops reads the batch's model inputs
     metrics = trainer.evaluate(eval_dataset=data[:8])
     assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
 
 
 def test_freeze_vision_tower_keeps_the_projector_trainable():
-    for family, projector in (("llava_onevision", "multi_modal_projector"), ("qwen2_vl", "visual.merger")):
+    for family, projector in (
+        ("llava_onevision", "multi_modal_projector"),
+        ("qwen2_vl", "visual.merger"),
+        ("qwen3_vl", "visual.merger"),
+        ("qwen3_vl", "visual.deepstack_merger_list"),  # Qwen3-VL's second projector path
+    ):
         model, _ = tiny_model_and_processor(family)
-        assert freeze_vision_tower(model) > 0
+        assert model.freeze_vision_tower() > 0
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         assert any(projector in n for n in trainable)
         assert not any(("vision_tower" in n or "visual.blocks" in n or "patch_embed" in n) for n in trainable)
@@ -175,8 +197,12 @@ def test_freeze_vision_tower_keeps_the_projector_trainable():
 
 
 def test_arguments_validate(tmp_path):
-    with pytest.raises(ValueError, match="hardness_normalization"):
-        _args(tmp_path, hardness_normalization="max")
+    with pytest.raises(ValueError, match="loss_hardness_normalization must be one of 'none', 'mean', got 'max'"):
+        _args(tmp_path, loss_hardness_normalization="max")
+    assert _args(tmp_path, loss_hardness_normalization="mean").loss_hardness_normalization == HardnessNormalization.MEAN
+    for option in ("split_batches", "dispatch_batches"):
+        with pytest.raises(ValueError, match="would slice a contrastive batch's rows"):
+            _args(tmp_path, accelerator_config={option: True})
     with pytest.raises(ValueError, match="GradCache .* does not run under DeepSpeed"):
         _args(tmp_path, grad_cache_chunk_size=4, deepspeed={"zero_optimization": {"stage": 2}})
     args = _args(tmp_path, activation_checkpointing=True)
@@ -212,9 +238,9 @@ def _assert_params_close(actual, expected, atol=1e-5):
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
-    """DDP with the differentiable gather, uncached and GradCache, for LLaVA-OneVision and Qwen2-VL."""
+    """DDP with the differentiable gather, uncached and GradCache, for LLaVA-OneVision, Qwen2-VL and Qwen3-VL."""
     results = _torchrun(
-        tmp_path, "ddp:llava_onevision:3:0:0", "gc:llava_onevision:3:2:0", "gcq:qwen2_vl:3:2:0"
+        tmp_path, "ddp:llava_onevision:3:0:0", "gc:llava_onevision:3:2:0", "gcq:qwen2_vl:3:2:0", "gcq3:qwen3_vl:3:2:0"
     )
     one = _train(tmp_path, "llava_onevision", rows(6 * STEPS, negatives=1), per_device_train_batch_size=6)
     one_params = {k: v.detach() for k, v in one.model.state_dict().items()}
@@ -231,6 +257,10 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
         tmp_path, "qwen2_vl", rows(6 * STEPS, negatives=1), per_device_train_batch_size=6, grad_cache_chunk_size=4
     )
     _assert_params_close(results["gcq"]["params"], {k: v.detach() for k, v in one_qwen.model.state_dict().items()})
+    one_qwen3 = _train(
+        tmp_path, "qwen3_vl", rows(6 * STEPS, negatives=1), per_device_train_batch_size=6, grad_cache_chunk_size=4
+    )
+    _assert_params_close(results["gcq3"]["params"], {k: v.detach() for k, v in one_qwen3.model.state_dict().items()})
 
 
 @pytest.mark.slow
@@ -259,27 +289,136 @@ def test_activation_checkpointing_gives_the_same_step(tmp_path):
 
 def test_loss_options_reach_the_loss(tmp_path):
     model, processor = tiny_model_and_processor("llava_onevision")
-    args = _args(tmp_path, hardness_normalization="mean", symmetric_loss=False, loss_alpha=4.0, loss_temperature=0.1)
+    args = _args(
+        tmp_path, loss_hardness_normalization="mean", loss_symmetric=False, loss_alpha=4.0, loss_temperature=0.1
+    )
     trainer = ContrastiveTrainer(model=model, args=args, data_collator=TinyCollator(processor))
     batch = TinyCollator(processor)(rows(4, negatives=1))
     with torch.no_grad():
         loss = trainer.compute_loss(model, batch)
-        embeddings = model(**batch["inputs"]).embeddings
+        embeddings = model(**batch.inputs).embeddings
     expected = hardness_weighted_contrastive_loss(
         embeddings[:4], embeddings[4:8], alpha=4.0, temperature=0.1, symmetric=False,
-        hard_negatives=embeddings[8:].view(4, 1, -1), hardness_normalization="mean", query_ids=batch["query_ids"],
-        target_ids=batch["target_ids"], hard_negative_ids=batch["negative_ids"],
+        hard_negatives=embeddings[8:].view(4, 1, -1), hardness_normalization="mean", query_ids=batch.query_ids,
+        target_ids=batch.target_ids, hard_negative_ids=batch.negative_ids,
     )  # fmt: skip
-    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(loss, expected.loss)
 
 
 def test_collapse_is_flagged_and_warned(tmp_path, caplog):
     model, processor = tiny_model_and_processor("qwen2")
     trainer = ContrastiveTrainer(model=model, args=_args(tmp_path), data_collator=TinyCollator(processor))
-    # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9 (then a count)
-    trainer._diagnostic_sums += torch.tensor([0.999, 0.9989, 1e-4, 0.0, 8100.0, 1.0], dtype=torch.float64)
+    # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9
+    values = dict(zip(LossDiagnostics.NAMES, (0.999, 0.9989, 1e-4, 0.0, 8100.0)))
+    trainer._accumulate(torch.ones(4, 8), LossDiagnostics(**{k: torch.tensor(v) for k, v in values.items()}))
     with caplog.at_level("WARNING"):
         trainer.log({"loss": 0.1})
     logged = trainer.state.log_history[-1]
     assert logged["collapse"] == 1.0 and logged["cosine_gap"] == 1e-4
     assert "look collapsed" in caplog.text
+
+
+def test_non_finite_embeddings_raise_when_logging_naming_the_steps(tmp_path):
+    """The check runs on the device every step and is read at the next log (logging_steps 2: at step 2)."""
+    model, processor = tiny_model_and_processor("qwen2", seed=0)
+    calls = []
+
+    def poison_second_forward(module, inputs, output):
+        calls.append(1)
+        if len(calls) == 2:
+            first_three = torch.arange(len(output.embeddings))[:, None] < 3
+            output.embeddings = output.embeddings.masked_fill(first_three, float("nan"))
+        return output
+
+    model.register_forward_hook(poison_second_forward)
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=_args(tmp_path, per_device_train_batch_size=4, max_steps=4, logging_steps=2),
+        train_dataset=rows(16, with_images=False),
+        data_collator=TinyCollator(processor),
+    )
+    with pytest.raises(NonFiniteEmbeddingError, match=r"^3 non-finite \(NaN or inf\) training embedding row\(s\) "
+                       r"between steps 1 and 2"):  # fmt: skip
+        trainer.train()
+    assert len(calls) == 2  # raised at the first log, not after the run
+
+
+def test_training_loss_does_not_read_device_values_on_the_host(tmp_path, monkeypatch):
+    """No device-to-host sync per step: the loss and the diagnostics' accumulation never read a tensor's value."""
+    model, processor = tiny_model_and_processor("llava_onevision")
+    trainer = ContrastiveTrainer(model=model, args=_args(tmp_path), data_collator=TinyCollator(processor))
+    batch = TinyCollator(processor)(rows(4, negatives=1))
+    embeddings = model(**batch.inputs).embeddings.detach()
+    model.train()  # diagnostics accumulate for training steps
+
+    def host_read(tensor, *args, **kwargs):
+        raise AssertionError("a device value was read on the host")
+
+    with monkeypatch.context() as patch:
+        for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+            patch.setattr(torch.Tensor, name, host_read)
+        for _ in range(2):
+            trainer._loss(embeddings, batch)
+    trainer.log({"loss": 0.5})
+    assert 0.0 <= trainer.state.log_history[-1]["top1_accuracy"] <= 1.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# evaluator
+
+
+class FakeEmbeddingModel(torch.nn.Module):
+    """Trains under ContrastiveTrainer (embeddings: a linear map of each row's `features`) and encodes with
+    FakeEncoder, whose retrieval scores on the MMEB-eval fixture are known; records its mode at each encode."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 8)
+        self.fake = FakeEncoder()
+        self.modes = []
+
+    def forward(self, features):
+        return SimpleNamespace(embeddings=F.normalize(self.linear(features), dim=-1))
+
+    def encode(self, texts, images, **kwargs):
+        self.modes.append(self.training)
+        return self.fake(texts, images)
+
+
+def _feature_batch(items: list[dict]) -> ContrastiveBatch:
+    features = torch.stack([item["query"] for item in items] + [item["target"] for item in items])
+    ids = torch.arange(len(items))
+    return ContrastiveBatch(BatchFeature({"features": features}), len(items), 0, query_ids=ids, target_ids=ids)
+
+
+def test_trainer_evaluator_logs_p1(tmp_path):
+    data_dir = make_mmeb_eval_fixture(tmp_path / "mmeb")
+    model = FakeEmbeddingModel()
+    generator = torch.Generator().manual_seed(0)
+    train = [{"query": torch.randn(4, generator=generator), "target": torch.randn(4, generator=generator)}] * 8
+    args = _args(
+        tmp_path, max_steps=2, per_device_train_batch_size=4, per_device_eval_batch_size=4, learning_rate=0.1,
+        eval_strategy="steps", eval_steps=1, metric_for_best_model="ImageNet-1K_p@1", freeze_vision_tower=False,
+    )  # fmt: skip
+    evaluator = MMEBEvaluator(data_dir, datasets=["ImageNet-1K"], show_progress_bar=False, keep_in_memory=True)
+    # no eval_dataset: the evaluator alone runs at each evaluation
+    trainer = ContrastiveTrainer(
+        model=model, args=args, train_dataset=train, data_collator=_feature_batch, evaluator=evaluator
+    )
+    trainer.train()
+    key = "eval_ImageNet-1K_p@1"
+    logged = [(entry["step"], entry[key]) for entry in trainer.state.log_history if key in entry]
+    assert logged == [(1, 0.75), (2, 0.75)]
+    assert model.modes == [False, False] and model.training  # eval mode while encoding, then restored
+    assert trainer.state.best_metric == 0.75  # metric_for_best_model reads the evaluator's metric
+
+    trainer.evaluator = MMEBEvaluator(data_dir, datasets=["ImageNet-1K", "Emoji_t2i"], show_progress_bar=False)
+    metrics = trainer.evaluate()
+    assert metrics["eval_ImageNet-1K_p@1"] == 0.75 and metrics["eval_Emoji_t2i_p@1"] == 0.5
+    assert metrics["eval_mean_p@1"] == pytest.approx(0.625)
+    assert trainer.state.log_history[-1]["eval_mean_p@1"] == pytest.approx(0.625)
+
+    # with an eval dataset: its loss and the evaluator's metrics in one evaluation (one log entry)
+    metrics = trainer.evaluate(eval_dataset=train[:4])
+    assert metrics["eval_mean_p@1"] == pytest.approx(0.625) and metrics["eval_loss"] > 0
+    assert {"eval_loss", "eval_mean_p@1"} <= trainer.state.log_history[-1].keys()

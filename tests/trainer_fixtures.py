@@ -1,7 +1,5 @@
-"""Tiny contrastive datasets and a minimal collator for trainer tests, independent of `llave_hf.data`.
-
-The collator follows the batch layout in the README's internal contracts: one processor batch holding queries, targets and hard
-negatives, plus content ids.
+"""Tiny contrastive datasets and a minimal collator for trainer tests, independent of `llave_hf.collator`'s
+`ContrastiveCollator`: it builds the `ContrastiveBatch` (whose docstring gives the row layout) from in-memory rows.
 """
 
 import zlib
@@ -10,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from llave_hf.trainer import ContrastiveTrainingArguments
+from llave_hf.collator import ContrastiveBatch
+from llave_hf.trainer_config import ContrastiveTrainingArguments
 
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "pink", "brown", "grey", "cyan"]
@@ -55,7 +54,7 @@ def tiny_training_args(output_dir: str, **overrides) -> ContrastiveTrainingArgum
         max_grad_norm=0.0,
         train_sampling_strategy="sequential",
         dataloader_drop_last=True,
-        mask_false_negatives=True,
+        loss_mask_false_negatives=True,
         report_to="none",
         save_strategy="no",
         logging_steps=1,
@@ -73,20 +72,20 @@ class TinyCollator:
     def __init__(self, processor):
         self.processor = processor
 
-    def __call__(self, batch: list[dict]) -> dict:
+    def __call__(self, batch: list[dict]) -> ContrastiveBatch:
         negatives = len(batch[0]["negatives"])
         texts = [row["query"] for row in batch] + [row["target"] for row in batch]
         images = [row["query_image"] for row in batch] + [row["target_image"] for row in batch]
         texts += [text for row in batch for text in row["negatives"]]
         images += [None] * (len(batch) * negatives)
         images = [colour_image(index) if index is not None else None for index in images]
-        out = {
-            "inputs": self.processor(text=texts, images=images),
-            "num_queries": len(batch),
-            "num_negatives": negatives,
-            "query_ids": torch.tensor([content_id(r["query"], r["query_image"]) for r in batch]),
-            "target_ids": torch.tensor([content_id(r["target"], r["target_image"]) for r in batch]),
-        }
-        if negatives:
-            out["negative_ids"] = torch.tensor([[content_id(t, None) for t in r["negatives"]] for r in batch])
-        return out
+        return ContrastiveBatch(
+            inputs=self.processor(text=texts, images=images),
+            num_queries=len(batch),
+            num_negatives=negatives,
+            query_ids=torch.tensor([content_id(r["query"], r["query_image"]) for r in batch]),
+            target_ids=torch.tensor([content_id(r["target"], r["target_image"]) for r in batch]),
+            negative_ids=(
+                torch.tensor([[content_id(t, None) for t in r["negatives"]] for r in batch]) if negatives else None
+            ),
+        )

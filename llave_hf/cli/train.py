@@ -4,12 +4,14 @@
     accelerate launch train.py training_args/llave-2b.yaml [--key value ...]
     torchrun --nproc_per_node 8 train.py training_args/llave-2b.yaml
     llave-train training_args/tiny-cpu.yaml --max_steps 20
+    python -m llave_hf.cli.train training_args/tiny-cpu.yaml
 
 The YAML file holds `ModelArguments`, `DataArguments` and `ContrastiveTrainingArguments` fields; command-line values
 override it. The model comes from one of `--model_name_or_path` (a LLaVE checkpoint), `--backbone_name_or_path` (a
 pretrained backbone of a supported family, wrapped into a new `LlaveEmbeddingModel`) or `--tiny_backbone` (a tiny
 random model, for CPU runs). The processor is saved beside every checkpoint, so that checkpoints load with
-`AutoModel` and `AutoProcessor`.
+`AutoModel` and `AutoProcessor`. With `--eval_data`, an `MMEBEvaluator` on held-out MMEB-eval-format data runs every
+`--eval_every_n_steps` steps and its P@1 (`eval_<dataset>_p@1`) is logged.
 """
 
 import os
@@ -20,18 +22,21 @@ import torch
 import torch.distributed as dist
 import yaml
 from accelerate import init_empty_weights
-from transformers import AutoModel, AutoProcessor, HfArgumentParser, set_seed
+from transformers import AutoModel, AutoProcessor, HfArgumentParser, IntervalStrategy, TrainerCallback, set_seed
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
-from .data import ContrastiveCollator, ModalityLengthGroupedSampler, load_mmeb_train
-from .evaluation import MMEBEvaluator, RetrievalEvalCallback
-from .modeling.configuration_llave import LlaveEmbeddingConfig
-from .modeling.modeling_llave import LlaveEmbeddingModel
-from .modeling.processing_llave import LlaveProcessor
-from .processors import load_processor
-from .testing import FAMILIES, tiny_model_and_processor
-from .trainer import ContrastiveTrainer, ContrastiveTrainingArguments
+from ..collator import ContrastiveCollator
+from ..evaluation import MMEBEvaluator
+from ..mmeb_train import load_mmeb_train
+from ..modeling.configuration_llave import LlaveEmbeddingConfig
+from ..modeling.modeling_llave import LlaveEmbeddingModel
+from ..modeling.processing_llave import LlaveProcessor
+from ..processors import load_processor
+from ..sampler import ModalityLengthGroupedSampler
+from ..testing import FAMILIES, tiny_model_and_processor
+from ..trainer import ContrastiveTrainer
+from ..trainer_config import ContrastiveTrainingArguments
 
 
 logger = logging.get_logger(__name__)
@@ -47,8 +52,8 @@ class ModelArguments:
     backbone_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "A pretrained backbone (LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, LLaVA or Qwen2, transformers "
-            "layout) wrapped into a new LlaveEmbeddingModel, with its tokenizer and image processor."
+            "help": "A pretrained backbone of a supported family (llave_hf.SUPPORTED_BACKBONES, transformers layout) "
+            "wrapped into a new LlaveEmbeddingModel, with its tokenizer and image processor."
         },
     )
     tiny_backbone: str | None = field(
@@ -97,7 +102,10 @@ class DataArguments:
     )
     eval_data: str | None = field(
         default=None,
-        metadata={"help": "Held-out data in MMEB-eval format (Hub id or folder): P@1 is logged during training."},
+        metadata={
+            "help": "Held-out data in MMEB-eval format (Hub id or folder): its P@1 is logged every "
+            "eval_every_n_steps steps."
+        },
     )
     eval_image_root: str | None = field(default=None, metadata={"help": "Folder the eval image paths start from."})
     eval_max_queries: int | None = field(default=None, metadata={"help": "Score only the first N queries per set."})
@@ -113,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     """Parses `[config.yaml] [--key value ...]`: the YAML values are defaults that command-line values override.
 
     Without an accelerator (GPU, NPU, ...), bf16 and tf32 default to off (float32 training), whatever the YAML says.
+    With `--eval_data`, evaluation runs every `--eval_every_n_steps` steps (`eval_strategy="steps"`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, ContrastiveTrainingArguments))
@@ -124,7 +133,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     arguments = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     if len(arguments) > 3:  # keys of the YAML file that no argument class has
         raise ValueError(f"Unknown configuration keys: {', '.join(sorted(vars(arguments[3])))}.")
-    return arguments
+    model_args, data_args, training_args = arguments
+    if data_args.eval_data:
+        training_args.eval_strategy, training_args.eval_steps = IntervalStrategy.STEPS, data_args.eval_every_n_steps
+    return model_args, data_args, training_args
 
 
 def _wrap_backbone(backbone) -> LlaveEmbeddingModel:
@@ -175,10 +187,12 @@ def load_model_and_processor(model_args: ModelArguments, training_args, max_leng
     return model, processor
 
 
-def main(argv: list[str] | None = None) -> ContrastiveTrainer:
-    """Trains as configured by `argv` (default: the command line) and returns the trainer."""
+def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None = None) -> ContrastiveTrainer:
+    """Trains as configured by `argv` (default: the command line) and returns the trainer; `callbacks` are added to
+    the trainer's (e.g. to follow progress)."""
     model_args, data_args, training_args = parse_args(argv)
-    training_args.remove_unused_columns = False  # the collator reads the raw MMEB columns (LLAVE.md §6)
+    # Trainer's remove_unused_columns would drop the raw MMEB columns before the collator sees them.
+    training_args.remove_unused_columns = False
     logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
     try:
@@ -205,14 +219,7 @@ def main(argv: list[str] | None = None) -> ContrastiveTrainer:
             sampler = ModalityLengthGroupedSampler.from_dataset(
                 train_dataset, training_args.per_device_train_batch_size, training_args.world_size, seed
             )
-        trainer = ContrastiveTrainer(
-            model=model,
-            args=training_args,
-            train_dataset=train_dataset,
-            data_collator=collator,
-            processing_class=processor,
-            train_sampler=sampler,
-        )
+        evaluator = None
         if data_args.eval_data:
             evaluator = MMEBEvaluator(
                 data_args.eval_data,
@@ -222,7 +229,16 @@ def main(argv: list[str] | None = None) -> ContrastiveTrainer:
                 keep_in_memory=True,
                 show_progress_bar=False,
             )
-            trainer.add_callback(RetrievalEvalCallback(evaluator, trainer, every_n_steps=data_args.eval_every_n_steps))
+        trainer = ContrastiveTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_dataset,
+            data_collator=collator,
+            processing_class=processor,
+            evaluator=evaluator,
+            train_sampler=sampler,
+            callbacks=callbacks,
+        )
         resume = training_args.resume_from_checkpoint
         trainer.train(resume_from_checkpoint=True if resume in ("true", "latest") else resume)
         skipped = int(
@@ -235,7 +251,7 @@ def main(argv: list[str] | None = None) -> ContrastiveTrainer:
         trainer.save_state()
         return trainer
     finally:
-        # 2-process gloo runs sometimes crash at exit without it (LLAVE.md §7)
+        # 2-process gloo runs sometimes crash at exit when the process group is left to the interpreter's shutdown
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
