@@ -1,8 +1,10 @@
-"""The OpenMoji demo data: MMEB formats, held-out split by variant family, hard negatives, render cache."""
+"""The OpenMoji demo data (`examples/emoji_demo/emoji_data.py`): MMEB formats, held-out split by variant family, hard
+negatives, render cache."""
 
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -13,7 +15,12 @@ pytest.importorskip("emoji")
 resvg_py = pytest.importorskip("resvg_py")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from llave_hf.emoji_data import (  # noqa: E402
+# The example is a folder of scripts, not a package: import them as its driver does, from their folder.
+EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "emoji_demo"
+if str(EXAMPLE_DIR) not in sys.path:
+    sys.path.insert(0, str(EXAMPLE_DIR))
+
+from emoji_data import (  # noqa: E402
     I2T_INSTRUCTION,
     IMAGE_TARGET_TEXT,
     T2I_INSTRUCTION,

