@@ -88,6 +88,13 @@ class DataArguments:
         default=None, metadata={"help": "First N rows of each subset (LLaVE: 50000)."}
     )
     image_root: str | None = field(default=None, metadata={"help": "Folder the image paths are relative to."})
+    allow_absolute_image_paths: bool = field(
+        default=False,
+        metadata={
+            "help": "Trust the data's image paths: absolute ones and those leading out of --image_root (or "
+            "--eval_image_root) are used as given instead of being bad rows."
+        },
+    )
     num_hard_negatives: int = field(
         default=0, metadata={"help": "Hard negatives per query from neg_text/neg_image_path (LLaVE: 0)."}
     )
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
             processor,
             num_hard_negatives=data_args.num_hard_negatives,
             image_root=data_args.image_root,
+            allow_absolute_image_paths=data_args.allow_absolute_image_paths,
             skip_bad_samples=data_args.skip_bad_samples,
             dataset=train_dataset,
         )
@@ -228,6 +236,7 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
                 output_dir=None,
                 keep_in_memory=True,
                 show_progress_bar=False,
+                allow_absolute_image_paths=data_args.allow_absolute_image_paths,
             )
         trainer = ContrastiveTrainer(
             model=model,
