@@ -17,7 +17,7 @@ from transformers import BatchFeature
 from transformers.utils import logging
 
 from .image_paths import resolve_image_path
-from .modeling.processing_llave import load_image
+from .modeling.processing_llave import DEFAULT_MAX_IMAGE_PIXELS, load_image
 
 
 logger = logging.get_logger(__name__)
@@ -192,7 +192,7 @@ class ContrastiveCollator:
         image = None
         if path:
             path = resolve_image_path(path, self.image_root, name, self.allow_absolute_image_paths)
-            image = load_image(path, name)
+            image = load_image(path, name, getattr(self.processor, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
         self.processor.format_text(text or None, image is not None, name=name)  # validates text and placeholder
         return text or None, image
 

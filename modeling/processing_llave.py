@@ -29,17 +29,59 @@ LLAVE_PROMPT_TEMPLATE = (
 MMEB_IMAGE_PLACEHOLDER = "<|image_1|>"
 
 
-def load_image(image, name: str) -> Image.Image:
-    """Opens `image` (a PIL image or a path) as RGB; errors name the item (`name`) and the file."""
+# Largest image (width x height) opened by default: 64 MP, e.g. 8000 x 8000, 192 MB once decoded to RGB. Checked on
+# the header, before any decoding: a small compressed file can hold a huge image (a 12000 x 12000 one-bit PNG is
+# 23 KB), and PIL itself only warns below 179 MP.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+# 16- and 32-bit integer images (PNG/TIFF depth 16) as 8 bits; PIL's own conversion clips them at 255.
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageTooLargeError(ValueError):
+    """An image over the pixel limit (`max_image_pixels`), found from its header before decoding."""
+
+
+def check_image_size(image: Image.Image, name: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Raises `ImageTooLargeError` naming the item when `image` (opened, its header read) has more than `max_pixels` pixels
+    (`None`: no limit)."""
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: the image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(max_image_pixels)."
+        )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB. 16-bit integer images are rescaled (value * 255 / 65535, rounded) rather than clipped;
+    mode "I" (32-bit) is read as 16-bit data (values clipped to [0, 65535]), as PNG and TIFF store it."""
+    if image.mode in _WIDE_INTEGER_MODES:
+        image = image.convert("I").point(lambda value: value * (255 / 65535) + 0.5).convert("L")
+    return image.convert("RGB")
+
+
+def load_image(image, name: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Opens `image` (a PIL image or a path) as 8-bit RGB; errors name the item (`name`) and the file.
+
+    Images over `max_pixels` pixels are refused from their header, before decoding (`None`: no limit).
+    """
     if isinstance(image, Image.Image):
-        return image.convert("RGB") if image.mode != "RGB" else image
+        check_image_size(image, name, max_pixels)  # a lazily opened image is decoded only below
+        try:
+            image.load()  # decoding errors name the item here, not deep in the image processor
+            return image if image.mode == "RGB" else to_rgb(image)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"{name}: cannot decode the image: {error}") from error
     if not isinstance(image, (str, os.PathLike)):
         raise TypeError(f"{name}: an image must be a PIL image or a path, got {type(image).__name__}.")
     if not os.path.isfile(image):
         raise FileNotFoundError(f"{name}: image file not found: {os.fspath(image)!r}.")
     try:
         with Image.open(image) as opened:
-            return opened.convert("RGB")
+            check_image_size(opened, f"{name} ({os.fspath(image)!r})", max_pixels)
+            return to_rgb(opened)
+    except ImageTooLargeError:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{name}: cannot read image file {os.fspath(image)!r}: {error}") from error
 
@@ -80,6 +122,8 @@ class LlaveProcessor(ProcessorMixin):
         vision_aspect_ratio (`str`): LLaVA-OneVision's `anyres_max_N` setting.
         prompt_template (`str`): the prompt, with `{text}` where the user turn goes.
         max_length (`int`): maximum number of tokens of a prompt.
+        max_image_pixels (`int`, *optional*): images with more pixels (width x height) are refused from their
+            header, before decoding (default 64 MP; `None`: no limit).
     """
 
     def __init__(
@@ -94,6 +138,7 @@ class LlaveProcessor(ProcessorMixin):
         vision_aspect_ratio: str = "anyres_max_9",
         prompt_template: str = LLAVE_PROMPT_TEMPLATE,
         max_length: int = 4096,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         chat_template=None,
         **kwargs,
     ):
@@ -108,6 +153,7 @@ class LlaveProcessor(ProcessorMixin):
         self.vision_aspect_ratio = vision_aspect_ratio
         self.prompt_template = prompt_template
         self.max_length = max_length
+        self.max_image_pixels = max_image_pixels
         if image_processor is not None:
             image_processor = pil_image_processor(image_processor)
         with_images = "image_processor" in self.get_attributes()
@@ -225,7 +271,9 @@ class LlaveProcessor(ProcessorMixin):
             self.format_text(item_text, image is not None, instruction, name)
             for name, item_text, image in zip(names, texts, image_list)
         ]
-        loaded = [load_image(image, name) for name, image in zip(names, image_list) if image is not None]
+        loaded = [
+            load_image(image, name, self.max_image_pixels) for name, image in zip(names, image_list) if image is not None
+        ]
         image_inputs, counts = self.process_images(loaded) if loaded else ({}, [])
         counts_iter = iter(counts)
         input_ids = [
@@ -257,6 +305,7 @@ class LlaveTextProcessor(LlaveProcessor):
         backbone_type: str = "qwen2",
         prompt_template: str = LLAVE_PROMPT_TEMPLATE,
         max_length: int = 4096,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         chat_template=None,
         **kwargs,
     ):
@@ -266,8 +315,19 @@ class LlaveTextProcessor(LlaveProcessor):
             backbone_type=backbone_type,
             prompt_template=prompt_template,
             max_length=max_length,
+            max_image_pixels=max_image_pixels,
             chat_template=chat_template,
         )
 
 
-__all__ = ["LlaveProcessor", "LlaveTextProcessor", "pil_image_processor", "LLAVE_PROMPT_TEMPLATE", "MMEB_IMAGE_PLACEHOLDER", "load_image"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "ImageTooLargeError",
+    "LlaveProcessor",
+    "LlaveTextProcessor",
+    "pil_image_processor",
+    "LLAVE_PROMPT_TEMPLATE",
+    "MMEB_IMAGE_PLACEHOLDER",
+    "load_image",
+    "to_rgb",
+]

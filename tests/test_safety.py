@@ -123,3 +123,187 @@ def test_dataset_names_cannot_leave_the_output_folder(tmp_path, name):
     with pytest.raises(MMEBDataError, match="Dataset name"):
         MMEBEvaluator({name: rows}, datasets=[name], output_dir=str(output_dir), histograms=False)
     assert not any(path.suffix == ".json" for path in tmp_path.rglob("*"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# image size and request limits; 16-bit images
+
+
+def huge_one_bit_png() -> bytes:
+    """A 12000 x 12000 one-bit PNG: 144 MP (432 MB once decoded to RGB) in about 20 KB."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("huge") / "huge.png"
+    path.write_bytes(huge_one_bit_png())
+    return path
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Decoding any image file fails the test: the size check must come first, from the header."""
+    from PIL import ImageFile
+
+    def load(self):
+        raise AssertionError(f"decoded a {self.size} image")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL only warns at 144 MP
+def test_huge_image_refused_from_its_header(huge_png, no_decoding):
+    from llave_hf.modeling.processing_llave import ImageTooLargeError, load_image
+    from llave_hf.testing import tiny_processor
+
+    assert huge_png.stat().st_size < 100_000
+    with pytest.raises(ImageTooLargeError, match=r"item 3 .*huge\.png.*12000x12000 = 144,000,000 pixels"):
+        load_image(huge_png, "item 3")
+    processor = tiny_processor("llava_onevision")
+    with pytest.raises(ImageTooLargeError, match="query 0.*over the limit of 64,000,000"):
+        processor(text=["a"], images=[str(huge_png)], item_names=["query 0"])
+
+
+def test_pixel_limit_is_configurable_and_applies_to_training_and_encode(huge_png, tmp_path):
+    from llave_hf import ContrastiveCollator
+    from llave_hf.testing import tiny_model_and_processor
+
+    draw_png(tmp_path / "images" / "wide.png", size=(40, 30))
+    model, processor = tiny_model_and_processor("llava_onevision")
+    processor.max_image_pixels = 1000
+    row = {"row_id": 5, "subset": "Toy", "qry": "<|image_1|> what?", "qry_image_path": "images/wide.png",
+           "pos_text": "a", "pos_image_path": ""}  # fmt: skip
+    with pytest.raises(ValueError, match=r"row 5 \(Toy\) query.*40x30 = 1,200 pixels, over the limit of 1,000"):
+        ContrastiveCollator(processor, image_root=tmp_path)([row])
+    with pytest.raises(ValueError, match=r"item 1 .*wide\.png.*: the image is 40x30"):
+        model.encode(texts=["a", None], images=[None, str(tmp_path / "images" / "wide.png")], processor=processor)
+    # The limit travels with the saved processor.
+    processor.save_pretrained(tmp_path / "saved")
+    from transformers import AutoProcessor
+
+    assert AutoProcessor.from_pretrained(tmp_path / "saved").max_image_pixels == 1000
+    processor.max_image_pixels = None
+    ContrastiveCollator(processor, image_root=tmp_path)([row])
+
+
+def ramp_16_bit_png(path):
+    """A 1 x 4 16-bit grey PNG: [0, 1000, 20000, 65535]."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.array([[0, 1000, 20000, 65535]], dtype=np.uint16)).save(path)
+    with Image.open(path) as image:
+        assert image.mode == "I;16"
+
+
+RAMP_8_BIT = [0, 4, 78, 255]  # round(value * 255 / 65535)
+
+
+def test_16_bit_images_are_rescaled_not_clipped(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from llave_hf.modeling.processing_llave import load_image
+
+    ramp_16_bit_png(tmp_path / "ramp.png")
+    loaded = np.asarray(load_image(tmp_path / "ramp.png", "item 0"))
+    assert loaded.shape == (1, 4, 3) and loaded[0, :, 0].tolist() == RAMP_8_BIT
+    assert (loaded == loaded[..., :1]).all()  # grey
+    with Image.open(tmp_path / "ramp.png") as image:
+        assert np.asarray(load_image(image, "item 0"))[0, :, 0].tolist() == RAMP_8_BIT
+    signed = Image.fromarray(np.array([[0, 1000, 20000, 65535]], dtype=np.int32))  # mode "I"
+    assert np.asarray(load_image(signed, "item 0"))[0, :, 0].tolist() == RAMP_8_BIT
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the Inference Endpoints handler
+
+
+@pytest.fixture(scope="module")
+def endpoint_folder(tmp_path_factory):
+    from llave_hf import save_for_hub
+    from llave_hf.testing import tiny_model_and_processor
+
+    model, processor = tiny_model_and_processor("llava_onevision")
+    folder = save_for_hub(model, processor, tmp_path_factory.mktemp("repo"), repo_id="user/llave-tiny")
+    return model, folder
+
+
+def load_handler_module(folder):
+    """Imports `handler.py` from the repository folder on its own, as the Inference Endpoints server does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"handler_{abs(hash(str(folder)))}", folder / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_handler_refuses_huge_images_before_decoding(endpoint_folder, no_decoding):
+    _, folder = endpoint_folder
+    handler = load_handler_module(folder).EndpointHandler(str(folder))
+    request = {"inputs": [{"text": "a"}] + [{"image": b64(huge_one_bit_png())} for _ in range(6)]}
+    assert len(json.dumps(request)) < 200_000
+    with pytest.raises(ValueError, match=r"inputs\[1\]: the image is 12000x12000 .*\(LLAVE_MAX_IMAGE_PIXELS\)"):
+        handler(request)
+
+
+@pytest.mark.parametrize(
+    "request_body, message",
+    [
+        ({"inputs": ["a"] * 257}, r'"inputs" has 257 items, over the limit of 256 \(LLAVE_MAX_INPUTS\)'),
+        ({"inputs": "a", "parameters": {"batch_size": 10**12}}, r"batch_size=1000000000000 is over the limit of 64"),
+        ({"inputs": ["a", "b" * 20_001]}, r"inputs\[1\]: `text` has 20,001 characters, over the limit of 20,000"),
+        ({"inputs": [{"text": "a", "instruction": "b" * 20_001}]}, r"inputs\[0\]: `instruction` has 20,001"),
+    ],
+)
+def test_handler_request_limits(endpoint_folder, request_body, message):
+    _, folder = endpoint_folder
+    handler_module = load_handler_module(folder)
+    with pytest.raises(ValueError, match=message):
+        handler_module.parse_request(request_body)
+
+
+def test_handler_limits_come_from_the_environment(endpoint_folder, monkeypatch):
+    _, folder = endpoint_folder
+    handler_module = load_handler_module(folder)
+    monkeypatch.setenv("LLAVE_MAX_INPUTS", "2")
+    monkeypatch.setenv("LLAVE_MAX_TEXT_CHARS", "none")
+    handler = handler_module.EndpointHandler(str(folder))
+    assert handler.limits.max_inputs == 2 and handler.limits.max_text_chars is None
+    with pytest.raises(ValueError, match=r"3 items, over the limit of 2"):
+        handler({"inputs": ["a", "b", "c"]})
+    assert len(handler({"inputs": ["a", "b" * 30_000]})) == 2
+    monkeypatch.setenv("LLAVE_MAX_BATCH_SIZE", "-1")
+    with pytest.raises(ValueError, match=r"LLAVE_MAX_BATCH_SIZE='-1'"):
+        handler_module.EndpointHandler(str(folder))
+
+
+def test_handler_rescales_16_bit_images_and_batches_decoding(endpoint_folder, tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    model, folder = endpoint_folder
+    handler = load_handler_module(folder).EndpointHandler(str(folder))
+    ramp_16_bit_png(tmp_path / "ramp.png")
+    request = {"inputs": [{"image": b64((tmp_path / "ramp.png").read_bytes())}, "a red car", {"text": "b"}],
+               "parameters": {"batch_size": 1}}  # fmt: skip
+    served = torch.tensor(handler(request))
+    eight_bit = Image.fromarray(np.array([RAMP_8_BIT], dtype=np.uint8)).convert("RGB")
+    expected = model.encode(texts=[None, "a red car", "b"], images=[eight_bit, None, None])
+    torch.testing.assert_close(served, expected, rtol=0, atol=1e-6)
