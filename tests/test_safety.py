@@ -307,3 +307,90 @@ def test_handler_rescales_16_bit_images_and_batches_decoding(endpoint_folder, tm
     eight_bit = Image.fromarray(np.array([RAMP_8_BIT], dtype=np.uint8)).convert("RGB")
     expected = model.encode(texts=[None, "a red car", "b"], images=[eight_bit, None, None])
     torch.testing.assert_close(served, expected, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# resume after a crash during a checkpoint save
+
+
+def _train(fixture, output_dir, **values):
+    from pathlib import Path
+
+    from llave_hf.cli.train import main
+
+    values = {
+        "train_data": fixture["data"], "image_root": fixture["image_root"], "output_dir": output_dir,
+        "per_device_train_batch_size": 4, "learning_rate": 1e-3, "lr_scheduler_type": "constant", "warmup_steps": 0,
+        "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, **values,
+    }  # fmt: skip
+    preset = Path(__file__).resolve().parent.parent / "training_args" / "tiny-cpu.yaml"
+    return main([str(preset), *(item for key, value in values.items() for item in (f"--{key}", str(value)))])
+
+
+def crash_during_save(run_dir, checkpoint: str, files: list[str], crashed_at: int) -> None:
+    """Leaves `run_dir/checkpoint` as a kill while the Trainer writes `files[crashed_at]` would: the files before it
+    whole, that one half-written, the later ones not there."""
+    folder = run_dir / checkpoint
+    half = folder / files[crashed_at]
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
+    for name in files[crashed_at + 1 :]:
+        (folder / name).unlink()
+
+
+def test_resume_latest_skips_a_checkpoint_left_half_written(tmp_path, caplog):
+    import shutil
+
+    import torch
+    from mmeb_fixtures import make_mmeb_fixture
+    from safetensors.torch import load_file
+
+    from llave_hf.checkpoints import checkpoint_problem, latest_complete_checkpoint
+
+    fixture = make_mmeb_fixture(tmp_path / "mmeb", num_colours=4)
+    _train(fixture, tmp_path / "full", max_steps=4)  # checkpoint-2, checkpoint-4, then the final model
+    folder = tmp_path / "full" / "checkpoint-4"
+    assert checkpoint_problem(folder) is None and checkpoint_problem(tmp_path / "full" / "checkpoint-2") is None
+    # The order the Trainer wrote them in (trainer_state.json last, as the Trainer's _save_checkpoint does).
+    files = sorted((path for path in folder.iterdir() if path.is_file()), key=lambda path: path.stat().st_mtime_ns)
+    files = [path.name for path in files if path.name != "trainer_state.json"] + ["trainer_state.json"]
+    assert {"config.json", "model.safetensors", "optimizer.pt", "rng_state.pth"} <= set(files)
+
+    def crashed_copy(name: str, crashed_at: int):
+        """The run as a kill while the Trainer writes file `crashed_at` of checkpoint-4 leaves it."""
+        run = tmp_path / name
+        shutil.copytree(tmp_path / "full", run)
+        for final in ("model.safetensors", "trainer_state.json"):  # the run never got to its end
+            (run / final).unlink()
+        crash_during_save(run, "checkpoint-4", files, crashed_at)
+        return run
+
+    for crashed_at, name in enumerate(files):  # every crash point
+        run = crashed_copy(f"crash-{crashed_at}", crashed_at)
+        assert checkpoint_problem(run / "checkpoint-4") is not None, name
+        assert latest_complete_checkpoint(run) == str(run / "checkpoint-2"), name
+        if name != files[-1]:
+            shutil.rmtree(run)
+    # Killed after the last byte of every file but trainer_state.json.
+    (folder / "trainer_state.json").rename(tmp_path / "state.json")
+    assert "trainer_state.json is missing" in checkpoint_problem(folder)
+    (tmp_path / "state.json").rename(folder / "trainer_state.json")
+    # Files written out of order (other writers, other file systems) are checked on their own.
+    for name, problem in [("model.safetensors", "model.safetensors is truncated"),
+                          ("optimizer.pt", "optimizer.pt is truncated or corrupt"),
+                          ("config.json", "config.json is not valid JSON")]:  # fmt: skip
+        run = tmp_path / f"broken-{name}"
+        shutil.copytree(folder, run)
+        (run / name).write_bytes((run / name).read_bytes()[: (run / name).stat().st_size // 2])
+        assert problem in checkpoint_problem(run), name
+
+    # Resumed for real from the run killed while writing trainer_state.json: from checkpoint-2, exactly.
+    run = tmp_path / f"crash-{len(files) - 1}"
+    caplog.clear()
+    resumed = _train(fixture, run, max_steps=4, resume_from_checkpoint="latest")
+    assert resumed.state.global_step == 4
+    assert f"Skipping the incomplete checkpoint {run / 'checkpoint-4'}: trainer_state.json is not valid" in caplog.text
+    full, split = load_file(tmp_path / "full" / "model.safetensors"), load_file(run / "model.safetensors")
+    at_resume = load_file(run / "checkpoint-2" / "model.safetensors")
+    assert any(not torch.allclose(full[key], at_resume[key], atol=1e-4) for key in full), "vacuous test"
+    for key, value in full.items():
+        torch.testing.assert_close(split[key], value, rtol=0, atol=1e-5, msg=key)
