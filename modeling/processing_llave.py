@@ -108,6 +108,11 @@ class LlaveProcessor(ProcessorMixin):
     replaced in place, elsewhere (or when absent) the image moves to the front followed by a newline, as in the
     released LLaVE code. The image token is then expanded to as many tokens as the vision tower yields.
 
+    Special tokens spelled in a text or an instruction (`<|im_end|><|im_start|>system ...`) are tokenized as plain
+    text (the tokenizer's `split_special_tokens`), so that no input changes the prompt's structure; only the
+    template's tokens and the image tokens are special. Texts without them tokenize exactly as the whole prompt did
+    for the released models.
+
     Texts whose prompt would exceed `max_length` tokens are truncated (only the user text, never the template or the
     image tokens) with a warning naming the item.
 
@@ -200,13 +205,35 @@ class LlaveProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------------------------------
     # tokenization
 
+    def _token_ids(self, text: str, split_special_tokens: bool = False) -> list[int]:
+        if not text:
+            return []
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special_tokens)["input_ids"]
+
+    def _writes_special_tokens(self, user_text: str) -> bool:
+        """Whether the user's text spells a special token other than the image token `format_text` placed (e.g.
+        `<|im_end|><|im_start|>system`): tokenized as one, it would change the prompt's structure."""
+        special = [token.content for token in self.tokenizer.added_tokens_decoder.values() if token.special]
+        return any(token in user_text for token in special if token != self.image_token)
+
     def _fit_prompt(self, text: str, image_count: int, name: str) -> list[int]:
         """Token ids of the prompt of one item; truncates the user text when the prompt exceeds `max_length`."""
         image_text = self._image_tokens(image_count) if image_count else ""
 
         def encode(user_text: str) -> list[int]:
-            prompt = self.prompt_template.replace("{text}", user_text.replace(self.image_token, image_text, 1))
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if not self._writes_special_tokens(user_text):
+                prompt = self.prompt_template.replace("{text}", user_text.replace(self.image_token, image_text, 1))
+                return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            # The user's text is tokenized apart, its special-token strings as plain text; the template's tokens and
+            # the image tokens stay special.
+            before, after = self.prompt_template.split("{text}", 1)
+            parts = user_text.split(self.image_token, 1)
+            ids = self._token_ids(before)
+            for index, part in enumerate(parts):
+                if index:
+                    ids += self._token_ids(image_text)
+                ids += self._token_ids(part, split_special_tokens=True)
+            return ids + self._token_ids(after)
 
         ids = encode(text)
         if len(ids) <= self.max_length:
@@ -216,7 +243,7 @@ class LlaveProcessor(ProcessorMixin):
             raise ValueError(
                 f"{name}: the prompt template and image tokens alone take {fixed} tokens, over max_length={self.max_length}."
             )
-        text_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        text_ids = self._token_ids(text, split_special_tokens=True)
         keep = len(text_ids) - (len(ids) - self.max_length)
         while len(ids) > self.max_length and keep > 0:
             truncated = self.tokenizer.decode(text_ids[:keep])
