@@ -200,7 +200,7 @@ class EndpointHandler:
         chunks = []
         for instruction, indices in groups.items():
             indices = sorted(indices, key=lambda i: (items[i][1] is not None, len(items[i][0] or "")), reverse=True)
-            chunks += [(instruction, indices[start : start + batch_size]) for start in range(0, len(indices), batch_size)]
+            chunks += [(instruction, indices[i : i + batch_size]) for i in range(0, len(indices), batch_size)]
         for instruction, indices in chunks:
             images = [load_rgb(items[i][1], names[i]) if items[i][1] is not None else None for i in indices]
             try:

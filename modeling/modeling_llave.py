@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput, logging
 
 from .backbones import backbone_family
 from .configuration_llave import LlaveEmbeddingConfig
+from .pipeline_llave import LLAVE_CUSTOM_PIPELINES  # imported here, the file also travels with the modeling files
 from .processing_llave import DEFAULT_MAX_IMAGE_PIXELS, load_image
 
 
@@ -206,7 +207,12 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         return self.processor
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Also saves `self.processor` (when set), so that the folder, or a `push_to_hub`, can `encode` on its own."""
+        """Also saves `self.processor` (when set), so that the folder, or a `push_to_hub`, can `encode` on its own.
+
+        The config names the LLaVE pipeline (`pipeline_llave.py`, saved beside the modeling files) for
+        `pipeline("feature-extraction", ..., trust_remote_code=True)`: transformers' own would skip the LLaVE prompt
+        and pooling."""
+        self.config.custom_pipelines = LLAVE_CUSTOM_PIPELINES
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.processor is not None and kwargs.get("is_main_process", True):
             self.processor.save_pretrained(save_directory)

@@ -42,8 +42,8 @@ class ImageTooLargeError(ValueError):
 
 
 def check_image_size(image: Image.Image, name: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
-    """Raises `ImageTooLargeError` naming the item when `image` (opened, its header read) has more than `max_pixels` pixels
-    (`None`: no limit)."""
+    """Raises `ImageTooLargeError` naming the item when `image` (opened, its header read) has more than `max_pixels`
+    pixels (`None`: no limit)."""
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(
@@ -299,7 +299,9 @@ class LlaveProcessor(ProcessorMixin):
             for name, item_text, image in zip(names, texts, image_list)
         ]
         loaded = [
-            load_image(image, name, self.max_image_pixels) for name, image in zip(names, image_list) if image is not None
+            load_image(image, name, self.max_image_pixels)
+            for name, image in zip(names, image_list)
+            if image is not None
         ]
         image_inputs, counts = self.process_images(loaded) if loaded else ({}, [])
         counts_iter = iter(counts)

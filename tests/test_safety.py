@@ -408,7 +408,8 @@ def test_special_tokens_in_user_text_stay_text(family, tmp_path):
 
     processor = tiny_processor(family)
     tokenizer = processor.tokenizer
-    special = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>")}
+    tokens = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+    special = {token: tokenizer.convert_tokens_to_ids(token) for token in tokens}
     ids = processor(text=[INJECTION])["input_ids"][0].tolist()
     # Only the template's own: 3 turns, no end-of-text.
     assert [ids.count(special[token]) for token in special] == [3, 3, 0]
@@ -432,3 +433,42 @@ def test_special_tokens_in_user_text_stay_text(family, tmp_path):
     assert processor.image_start_token == "" or with_image.count(
         tokenizer.convert_tokens_to_ids(processor.image_start_token)
     ) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the transformers pipeline
+
+
+def test_feature_extraction_pipeline_gives_encode_embeddings(tmp_path):
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    from llave_hf.testing import tiny_model_and_processor
+
+    model, processor = tiny_model_and_processor("llava_onevision")
+    model.processor = processor
+    model.save_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "pipeline_llave.py").is_file()
+    image = Image.new("RGB", (20, 30), (200, 10, 10))
+    draw_png(tmp_path / "red.png")
+    instruction = "Represent the given item: "
+
+    pipe = pipeline("feature-extraction", model=str(tmp_path / "model"), trust_remote_code=True, device="cpu")
+    served = pipe(["a red car", image, {"text": "what?", "image": str(tmp_path / "red.png")}], instruction=instruction)
+    expected = model.encode(
+        texts=["a red car", None, "what?"], images=[None, image, str(tmp_path / "red.png")], instruction=instruction
+    )
+    torch.testing.assert_close(torch.tensor(served), expected, rtol=0, atol=1e-6)
+    single = pipe("a red car")
+    torch.testing.assert_close(torch.tensor(single), model.encode(texts="a red car")[0], rtol=0, atol=1e-6)
+
+    images = pipeline("image-feature-extraction", model=str(tmp_path / "model"), trust_remote_code=True, device="cpu")
+    torch.testing.assert_close(
+        images(str(tmp_path / "red.png"), return_tensors=True),
+        model.encode(images=[str(tmp_path / "red.png")])[0],
+        rtol=0,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline("feature-extraction", model=str(tmp_path / "model"), device="cpu")

@@ -174,7 +174,9 @@ def prepare_dataset(
             if value is not None and not isinstance(value, str):
                 raise error(row, f"{where} {kind} must be a string, got {value!r}.")
         try:
-            image = resolve_image_path(image_path, image_root, where, allow_absolute_image_paths) if image_path else None
+            image = None
+            if image_path:
+                image = resolve_image_path(image_path, image_root, where, allow_absolute_image_paths)
         except ImagePathError as path_error:
             raise error(row, str(path_error)) from None
         key = (text or None, image)
