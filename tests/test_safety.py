@@ -38,6 +38,22 @@ def test_eval_cli_runs_no_code_from_the_model_folder(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("source", ["model_name_or_path", "backbone_name_or_path"])
+def test_train_loader_runs_no_code_from_the_model_folder(tmp_path, monkeypatch, source):
+    from types import SimpleNamespace
+
+    from llave_hf.cli.train import ModelArguments, load_model_and_processor
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    marker = tmp_path / "marker"
+    write_malicious_folder(tmp_path / "evil", marker)
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        load_model_and_processor(
+            ModelArguments(**{source: str(tmp_path / "evil")}), SimpleNamespace(deepspeed=None, bf16=False), 512
+        )
+    assert not marker.exists()
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # image paths and dataset names
 
@@ -191,6 +207,19 @@ def test_pixel_limit_is_configurable_and_applies_to_training_and_encode(huge_png
     assert AutoProcessor.from_pretrained(tmp_path / "saved").max_image_pixels == 1000
     processor.max_image_pixels = None
     ContrastiveCollator(processor, image_root=tmp_path)([row])
+
+
+def test_eval_cli_pixel_limit(tmp_path):
+    from llave_hf.testing import tiny_model_and_processor
+
+    data_dir = make_mmeb_eval_fixture(tmp_path / "mmeb")  # 4x4 images
+    model, processor = tiny_model_and_processor("llava_onevision")
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    argv = ["--model", str(tmp_path / "model"), "--data", data_dir, "--datasets", "ImageNet-1K", "--max-queries", "1"]
+    argv += ["--output", str(tmp_path / "out"), "--no-histograms", "--max-image-pixels", "15"]
+    with pytest.raises(ValueError, match=r"cat\.png.*4x4 = 16 pixels, over the limit of 15"):
+        evaluate_cli.main(argv)
 
 
 def ramp_16_bit_png(path):

@@ -39,6 +39,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "and --image-root are skipped (results of a run with other settings are an error)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="refuse images with more pixels, from their header (default: the processor's setting, 64 MP)",
+    )
     parser.add_argument("--max-queries", type=int, default=None, help="score only the first N queries per dataset")
     parser.add_argument("--split", default="test", help="split of Hub datasets")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -67,6 +73,8 @@ def main(argv: Sequence[str] | None = None):
     trust = args.trust_remote_code
     model = AutoModel.from_pretrained(args.model, trust_remote_code=trust, dtype=args.dtype).to(args.device).eval()
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=trust)
+    if args.max_image_pixels is not None:
+        processor.max_image_pixels = args.max_image_pixels
     results = evaluator(model, processor=processor)
     print(format_summary(results), end="")
 

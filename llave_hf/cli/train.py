@@ -31,7 +31,7 @@ from ..evaluation import MMEBEvaluator
 from ..mmeb_train import load_mmeb_train
 from ..modeling.configuration_llave import LlaveEmbeddingConfig
 from ..modeling.modeling_llave import LlaveEmbeddingModel
-from ..modeling.processing_llave import LlaveProcessor
+from ..modeling.processing_llave import DEFAULT_MAX_IMAGE_PIXELS, LlaveProcessor
 from ..processors import load_processor
 from ..sampler import ModalityLengthGroupedSampler
 from ..testing import FAMILIES, tiny_model_and_processor
@@ -99,6 +99,11 @@ class DataArguments:
         default=0, metadata={"help": "Hard negatives per query from neg_text/neg_image_path (LLaVE: 0)."}
     )
     max_length: int = field(default=4096, metadata={"help": "Maximum tokens per prompt (longer texts are truncated)."})
+    max_image_pixels: int | None = field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metadata={"help": "Images with more pixels (width x height) are bad rows, found from their header before "
+                  "decoding (saved with the processor)."},
+    )
     skip_bad_samples: bool = field(
         default=False,
         metadata={"help": "Replace rows with missing or unreadable images by other rows instead of stopping."},
@@ -205,6 +210,7 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
     try:
         # The arguments come first: under ZeRO-3 they make from_pretrained partition the weights while loading.
         model, processor = load_model_and_processor(model_args, training_args, data_args.max_length)
+        processor.max_image_pixels = data_args.max_image_pixels
         with training_args.main_process_first(desc="loading the training data"):
             train_dataset = load_mmeb_train(
                 data_args.train_data,
