@@ -285,7 +285,8 @@ def b64(data: bytes) -> str:
 def test_handler_refuses_huge_images_before_decoding(endpoint_folder, no_decoding):
     _, folder = endpoint_folder
     handler = load_handler_module(folder).EndpointHandler(str(folder))
-    request = {"inputs": [{"text": "a"}] + [{"image": b64(huge_one_bit_png())} for _ in range(6)]}
+    huge = b64(huge_one_bit_png())
+    request = {"inputs": [{"text": "a"}] + [{"image": huge} for _ in range(6)]}
     assert len(json.dumps(request)) < 200_000
     with pytest.raises(ValueError, match=r"inputs\[1\]: the image is 12000x12000 .*\(LLAVE_MAX_IMAGE_PIXELS\)"):
         handler(request)
