@@ -11,7 +11,7 @@ from transformers.utils import logging
 from .collator import ContrastiveBatch
 from .grad_cache import grad_cache_backward
 from .hub import HubPublishMixin
-from .loss import LossDiagnostics, hardness_weighted_contrastive_loss
+from .loss import HardnessNormalization, LossDiagnostics, hardness_weighted_contrastive_loss
 from .modeling.modeling_llave import NonFiniteEmbeddingError
 from .trainer_config import ContrastiveTrainingArguments
 
@@ -281,8 +281,22 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         if collapsed and not self._collapse_warned:
             logger.warning(
                 f"Embeddings look collapsed at step {self.state.global_step}: positive cosine {positive:.3f}, gap to "
-                f"the hardest negative {gap:.4f}. With the unnormalised hardness weights this is the degenerate "
-                "minimum of the loss; try loss_hardness_normalization='mean' or a pretrained start."
+                f"the hardest negative {gap:.4f}. {self._collapse_advice()}"
             )
             self._collapse_warned = True
         return {**diagnostics, "collapse": float(collapsed)}
+
+    def _collapse_advice(self) -> str:
+        """What to try against collapse, given the loss options of this run."""
+        args = self.args
+        if args.loss_alpha > 0 and args.loss_hardness_normalization is HardnessNormalization.NONE:
+            return (
+                "With the unnormalised hardness weights this is the degenerate minimum of the loss; try "
+                "loss_hardness_normalization='mean' or a pretrained start."
+            )
+        # Neither InfoNCE (α = 0) nor mean-normalised weights have that minimum: the cause lies elsewhere.
+        return (
+            f"The loss (loss_alpha={args.loss_alpha}, loss_hardness_normalization='{args.loss_hardness_normalization}') "
+            "has no degenerate minimum there; check the learning rate, a pretrained start, and repeated targets "
+            "(loss_mask_false_negatives)."
+        )

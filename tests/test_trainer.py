@@ -305,9 +305,14 @@ def test_loss_options_reach_the_loss(tmp_path):
     torch.testing.assert_close(loss, expected.loss)
 
 
-def test_collapse_is_flagged_and_warned(tmp_path, caplog):
+@pytest.mark.parametrize(
+    "options, advises_mean",
+    [({}, True), ({"loss_hardness_normalization": "mean"}, False), ({"loss_alpha": 0.0}, False)],
+)
+def test_collapse_is_flagged_and_warned(tmp_path, caplog, options, advises_mean):
     model, processor = tiny_model_and_processor("qwen2")
-    trainer = ContrastiveTrainer(model=model, args=_args(tmp_path), data_collator=TinyCollator(processor))
+    args = _args(tmp_path, **options)
+    trainer = ContrastiveTrainer(model=model, args=args, data_collator=TinyCollator(processor))
     # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9
     values = dict(zip(LossDiagnostics.NAMES, (0.999, 0.9989, 1e-4, 0.0, 8100.0)))
     trainer._accumulate(torch.ones(4, 8), LossDiagnostics(**{k: torch.tensor(v) for k, v in values.items()}))
@@ -316,6 +321,9 @@ def test_collapse_is_flagged_and_warned(tmp_path, caplog):
     logged = trainer.state.log_history[-1]
     assert logged["collapse"] == 1.0 and logged["cosine_gap"] == 1e-4
     assert "look collapsed" in caplog.text
+    # the degenerate minimum and its remedy belong to unnormalised weights with α > 0 only
+    assert ("try loss_hardness_normalization='mean'" in caplog.text) == advises_mean
+    assert ("no degenerate minimum" in caplog.text) != advises_mean
 
 
 def test_non_finite_embeddings_raise_when_logging_naming_the_steps(tmp_path):
