@@ -129,7 +129,9 @@ def hardness_weighted_contrastive_loss(
         target (`torch.Tensor` of shape `(batch, dim)`):
             L2-normalised target embeddings; ``target[i]`` is the positive of ``query[i]``.
         alpha (`float`, defaults to 9.0):
-            Hardness strength α: negative j of row i is weighted by ``exp(α·s_ij)``. 0 gives InfoNCE.
+            Hardness strength α: negative j of row i is weighted by ``exp(α·s_ij)``. 0 gives InfoNCE. A negative α
+            is accepted (for experiments) and inverts the weighting: the hardest negatives count least, the
+            opposite of LLaVE; `ContrastiveTrainingArguments` refuses it.
         temperature (`float`, defaults to 0.02):
             Temperature τ (fixed, not learned).
         symmetric (`bool`, defaults to `True`):

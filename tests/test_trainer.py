@@ -208,6 +208,11 @@ def test_arguments_validate(tmp_path):
     args = _args(tmp_path, activation_checkpointing=True)
     assert args.ddp_find_unused_parameters and args.activation_checkpointing_kwargs == {"use_reentrant": False}
     assert args.remove_unused_columns is False
+    # a negative α would push the hardest negatives away least: a sign slip, refused with what it means
+    for alpha in (-9.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="loss_alpha must be a finite number >= 0.*hardest negatives"):
+            _args(tmp_path, loss_alpha=alpha)
+    assert _args(tmp_path, loss_alpha=0.0).loss_alpha == 0.0
 
 
 # ------------------------------------------------------------------------------------------------------------------
