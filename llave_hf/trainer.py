@@ -99,6 +99,23 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         self._totals_first_step = 0
         self._collapse_warned = False
 
+    def get_train_dataloader(self):
+        dataloader = super().get_train_dataloader()
+        try:
+            num_batches = len(dataloader)
+        except TypeError:  # an iterable dataset: its length is unknown
+            return dataloader
+        if num_batches == 0:
+            # With drop_last, the Trainer would run 0 steps, exit normally and save the untrained model.
+            args, batch_size = self.args, self._train_batch_size
+            raise ValueError(
+                f"{len(self.train_dataset)} training rows, fewer than one global batch: per_device_train_batch_size="
+                f"{batch_size} x {args.world_size} process(es) = {batch_size * args.world_size} rows, and "
+                f"dataloader_drop_last={args.dataloader_drop_last} drops incomplete batches: no training step "
+                "would run. Use more rows, a smaller batch or fewer processes."
+            )
+        return dataloader
+
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler is not None:
             return self.train_sampler

@@ -164,6 +164,23 @@ def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
         torch.testing.assert_close(parameter.detach(), expected, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("limit", [{"max_steps": 2}, {"max_steps": -1, "num_train_epochs": 1}])
+def test_data_smaller_than_one_global_batch_is_an_error_stating_the_numbers(tmp_path, limit):
+    """2 rows, batch 4, drop_last: no full batch, so 0 steps would run and an untrained model be saved."""
+    match = (
+        r"2 training rows, fewer than one global batch: per_device_train_batch_size=4 x 1 process\(es\) = 4 rows, "
+        r"and dataloader_drop_last=True"
+    )
+    with pytest.raises(ValueError, match=match):
+        _train(tmp_path, "qwen2", rows(2, with_images=False), per_device_train_batch_size=4, **limit)
+    # without drop_last the incomplete batch trains
+    trainer = _train(
+        tmp_path, "qwen2", rows(2, with_images=False), per_device_train_batch_size=4, dataloader_drop_last=False,
+        **limit,
+    )  # fmt: skip
+    assert trainer.state.global_step >= 1
+
+
 def test_trainer_logs_diagnostics_and_evaluates_without_labels(tmp_path):
     data = rows(12, negatives=1)
     trainer = _train(tmp_path, "llava_onevision", data, per_device_train_batch_size=4, max_steps=3)
