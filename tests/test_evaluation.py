@@ -115,8 +115,8 @@ STORED_RESULT = {
         "num_duplicate_positives": 0, "num_tied_top": 0, "max_queries": None,
     },  # fmt: skip
     "histogram": "Single_similarity.png",
-    "run": {"model": "FakeEncoder", "data": "in-memory mapping", "split": "test", "max_queries": None,
-            "image_root": "/data/mmeb"},  # fmt: skip
+    "run": {"model": "FakeEncoder", "weights": None, "data": "in-memory mapping", "split": "test",
+            "max_queries": None, "image_root": "/data/mmeb"},  # fmt: skip
 }
 
 
@@ -191,6 +191,7 @@ def test_resume_refuses_results_of_another_run(data_dir, tmp_path):
         stored = json.load(f)
     assert stored["run"] == {
         "model": "FakeEncoder",
+        "weights": None,  # a bare encode callable has no weights to fingerprint
         "data": data_dir,
         "split": "test",
         "max_queries": None,
@@ -396,3 +397,30 @@ def test_cli_end_to_end_with_tiny_model(data_dir, tmp_path, capsys):
         summary = json.load(f)
     assert list(summary["datasets"]) == ["ImageNet-1K", "MSCOCO_t2i"]
     assert summary["datasets"]["ImageNet-1K"] == result and summary["aggregate"]["num_datasets"]["Overall"] == 2
+
+    # Other weights at the same path (a retrained model) are another run: refused, not skipped with the old scores.
+    name, parameter = list(model.named_parameters())[-1]
+    with torch.no_grad():
+        parameter[0] += 1e-3
+    model.save_pretrained(model_dir)
+    difference = r"weights: 'sha256:[0-9a-f]{16}' there, 'sha256:[0-9a-f]{16}' now"
+    with pytest.raises(ValueError, match=f"ImageNet-1K.json holds results of another run \\({difference}\\)"):
+        main(["--model", model_dir, "--data", data_dir, "--datasets", "ImageNet-1K", "MSCOCO_t2i"]
+             + ["--output", output_dir, "--batch-size", "4", "--max-queries", "3"])  # fmt: skip
+
+
+def test_weights_fingerprint_follows_the_values_in_memory():
+    from llave_hf.testing import tiny_model_and_processor
+
+    model, _ = tiny_model_and_processor("qwen2", seed=0)
+    fingerprint = evaluator_module._weights_fingerprint
+    first = fingerprint(model)
+    assert first == fingerprint(model.encode) == fingerprint(tiny_model_and_processor("qwen2", seed=0)[0])
+    assert fingerprint(tiny_model_and_processor("qwen2", seed=1)[0]) != first
+    # a tensor larger than the values read from it: a training step (every value moves) changes the fingerprint
+    embeddings = model.get_input_embeddings().weight
+    assert embeddings.numel() > evaluator_module._FINGERPRINT_VALUES_PER_TENSOR
+    with torch.no_grad():
+        embeddings.add_(torch.randn_like(embeddings) * 1e-4)
+    assert fingerprint(model) != first
+    assert fingerprint(FakeEncoder()) is None

@@ -74,9 +74,11 @@ class DatasetCounts:
 @dataclass(frozen=True)
 class RunSignature:
     """What must match for stored results to be reused: the model (checkpoint path, Hub id, config hash or encode
-    function name), the data source, its split, `max_queries` and the image root (absolute path)."""
+    function name), a fingerprint of its weights, the data source, its split, `max_queries` and the image root
+    (absolute path). Results written before weights were fingerprinted have none, so they are not reused."""
 
     model: str | None
+    weights: str | None
     data: str | None
     split: str | None
     max_queries: int | None
