@@ -249,6 +249,13 @@ class MMEBEvaluator:
         positive, hardest, negatives = split_positive_negative(scores)
         meta_task, split = MMEB_DATASETS.get(name, (None, None))
         num_candidates = np.asarray([len(c) for c in prepared.candidates])
+        num_single_candidate = int(np.sum(num_candidates == 1))
+        if num_single_candidate:
+            logger.warning(
+                f"Dataset {name!r}: {num_single_candidate} of {len(num_candidates)} queries have no candidate besides "
+                f"the ground truth ({prepared.num_duplicate_positives} candidates identical to their ground truth were "
+                "dropped): they count as right whatever the model, so P@1 overstates it."
+            )
         write_histogram = self.output_dir is not None and self.histograms
         result = DatasetResult(
             dataset=name,
@@ -267,6 +274,7 @@ class MMEBEvaluator:
                 num_duplicate_positives=prepared.num_duplicate_positives,
                 num_tied_top=int(np.sum(positive == hardest)),
                 max_queries=self.max_queries,
+                num_single_candidate=num_single_candidate,
             ),
             histogram=f"{name}_similarity.png" if write_histogram else None,
             run=self.run_signature(model),
