@@ -312,8 +312,8 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
                 "loss_hardness_normalization='mean' or a pretrained start."
             )
         # Neither InfoNCE (α = 0) nor mean-normalised weights have that minimum: the cause lies elsewhere.
+        options = f"loss_alpha={args.loss_alpha}, loss_hardness_normalization='{args.loss_hardness_normalization}'"
         return (
-            f"The loss (loss_alpha={args.loss_alpha}, loss_hardness_normalization='{args.loss_hardness_normalization}') "
-            "has no degenerate minimum there; check the learning rate, a pretrained start, and repeated targets "
-            "(loss_mask_false_negatives)."
+            f"The loss ({options}) has no degenerate minimum there; check the learning rate, a pretrained start, "
+            "and repeated targets (loss_mask_false_negatives)."
         )
