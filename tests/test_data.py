@@ -4,6 +4,8 @@ import json
 
 import pytest
 import torch
+import pyarrow as pa
+import pyarrow.parquet as pq
 from datasets import Dataset
 from accelerate.utils import send_to_device
 from mmeb_fixtures import I2T, T2I, make_mmeb_fixture
@@ -85,6 +87,69 @@ def test_missing_column_names_the_file_and_the_expected_columns(tmp_path):
     message = str(error.value)
     assert "Broken.parquet" in message and "missing column(s) qry_image_path, pos_image_path" in message
     assert "qry, qry_image_path, pos_text, pos_image_path" in message and "neg_text" in message
+
+
+ROW = {"qry": "q", "qry_image_path": "", "pos_text": "p", "pos_image_path": ""}
+
+
+def _jsonl(path, records) -> str:
+    with open(path, "wb") as file:
+        for record in records:
+            file.write(record if isinstance(record, bytes) else json.dumps(record).encode() + b"\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (  # an int-typed column
+            lambda d: pq.write_table(pa.table({**{k: ["q", "r"] for k in ROW}, "pos_text": [1, 2]}), f"{d}/A.parquet"),
+            r"A.parquet, row 0, column 'pos_text': expected a string, got int 1\.",
+        ),
+        (  # a list of image paths
+            lambda d: _jsonl(f"{d}/A.jsonl", [ROW, ROW, {**ROW, "qry_image_path": ["a.png", "b.png"]}]),
+            r"A.jsonl, line 3 \(row 2\), column 'qry_image_path': expected a string, got list \['a.png', 'b.png'\]",
+        ),
+        (  # an int among strings (a blank line holds no row)
+            lambda d: _jsonl(f"{d}/A.jsonl", [ROW, b"\n", ROW, {**ROW, "pos_text": 7}, ROW]),
+            r"A.jsonl, line 4 \(row 2\), column 'pos_text': expected a string, got int 7\.",
+        ),
+        (lambda d: _jsonl(f"{d}/A.jsonl", [b"\n"]), r"A.jsonl: empty file, no rows"),
+        (
+            lambda d: pq.write_table(pa.table({k: pa.array([], pa.string()) for k in ROW}), f"{d}/A.parquet"),
+            r"A.parquet: empty file, no rows",
+        ),
+        (lambda d: open(f"{d}/A.parquet", "wb").close(), r"A.parquet: not a readable parquet file"),
+        (  # Latin-1, which datasets loads and a dataloader worker fails to decode mid-training
+            lambda d: _jsonl(f"{d}/A.jsonl", [ROW, b'{"qry": "caf\xe9", "qry_image_path": "", "pos_text": "p", '
+                                                b'"pos_image_path": ""}\n']),
+            r"A.jsonl, line 2 \(row 1\), column 'qry': bytes b'\\xe9' at byte 12 of the line are not UTF-8",
+        ),
+        (
+            lambda d: _jsonl(f"{d}/A.jsonl", [ROW, b'{"qry": "q", "qry_image_path": ""\n']),
+            r"A.jsonl, line 2 \(row 1\): not valid JSON",
+        ),
+    ],
+    ids=["int column", "list of image paths", "int among strings", "empty jsonl", "empty parquet",
+         "zero-byte parquet", "not utf-8", "not json"],
+)  # fmt: skip
+def test_bad_files_fail_at_load_naming_the_file_row_and_column(tmp_path, write, message):
+    write(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        load_mmeb_train(tmp_path)
+
+
+def test_bad_row_in_a_shard_names_that_shard_and_lists_of_negatives_load(tmp_path):
+    (tmp_path / "A").mkdir()
+    for shard, pos_text in enumerate((["p"] * 3, [None, None, 5])):  # an int-typed column in the second shard
+        table = pa.table({**{k: ["q"] * 3 for k in ROW}, "pos_text": pos_text})
+        pq.write_table(table, tmp_path / "A" / f"original-0000{shard}-of-00002.parquet")
+    with pytest.raises(ValueError, match=r"original-00001-of-00002.parquet, row 2, column 'pos_text': .* got int 5"):
+        load_mmeb_train(tmp_path)
+    # negatives may be one string or a list of strings per row
+    good = [{**ROW, "neg_text": "n"}, {**ROW, "neg_text": ["n1", "n2"], "neg_image_path": ["", ""]}]
+    dataset = load_mmeb_train(_jsonl(tmp_path / "B.jsonl", good))
+    assert dataset["neg_text"] == ["n", ["n1", "n2"]]
 
 
 # ------------------------------------------------------------------------------------------------------------------
