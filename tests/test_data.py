@@ -1,6 +1,7 @@
 """MMEB-train loading, the contrastive batch and collator, the modality/length-grouped sampler, processor building."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset
 from accelerate.utils import send_to_device
-from mmeb_fixtures import I2T, T2I, make_mmeb_fixture
+from mmeb_fixtures import I2T, T2I, draw, make_mmeb_fixture
 from PIL import Image
 from torch.utils.data import DataLoader
 from transformers import BatchFeature
@@ -281,6 +282,35 @@ def test_skip_bad_samples_replaces_or_drops_and_counts(fixture):
     assert first.num_queries == 4 and replacing.num_skipped == 4  # batch size kept: processes stay in step
     assert torch.equal(first.target_ids, again.target_ids)  # replacements are deterministic
     assert len(set(first.target_ids.tolist())) == 4  # ... and are not rows already in the batch
+
+
+def test_skip_bad_samples_covers_failures_in_the_processor(fixture):
+    """A 64-px image takes 113 tokens with the tiny LLaVA-OneVision, over max_length 90: the processor fails the whole
+    batch, after the per-row checks passed. Row 0 has one (its query), and so has row 12, the first replacement drawn
+    for row 0 (its target), which must be rejected in turn."""
+    dataset = load_mmeb_train(fixture["data"])
+    for path in (dataset[0]["qry_image_path"], dataset[12]["pos_image_path"]):
+        colour, shape = os.path.splitext(os.path.basename(path))[0].split("_")
+        draw(colour, shape, size=64).save(fixture["image_root"] / path)
+    processor = tiny_processor("llava_onevision")
+    processor.max_length = 90
+    rows = [dataset[i] for i in (0, 2, 3)]
+    strict = ContrastiveCollator(processor, image_root=fixture["image_root"])
+    with pytest.raises(ValueError, match=r"row 0 \(ToyI2T\) query: the prompt template and image tokens alone"):
+        strict(rows)
+
+    replacing = ContrastiveCollator(processor, image_root=fixture["image_root"], skip_bad_samples=True, dataset=dataset)
+    batch = replacing(rows)
+    assert batch.num_queries == 3 and replacing.num_skipped == 1  # batch size kept
+    kept = [content_id(dataset[i]["qry"], dataset[i]["qry_image_path"]) for i in (2, 3)]
+    assert batch.query_ids.tolist() == [*kept, content_id(dataset[13]["qry"], dataset[13]["qry_image_path"])]
+    assert batch.inputs["attention_mask"].sum(1).max() <= 90
+    assert torch.equal(replacing(rows).target_ids, batch.target_ids)  # replacements are deterministic
+
+    dropping = ContrastiveCollator(processor, image_root=fixture["image_root"], skip_bad_samples=True)
+    batch = dropping([dataset[i] for i in (2, 12, 3)])
+    assert batch.num_queries == 2 and dropping.num_skipped == 1
+    assert batch.query_ids.tolist() == [content_id(dataset[i]["qry"], dataset[i]["qry_image_path"]) for i in (2, 3)]
 
 
 def test_skip_count_is_shared_with_dataloader_workers(fixture):

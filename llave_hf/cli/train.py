@@ -94,7 +94,10 @@ class DataArguments:
     max_length: int = field(default=4096, metadata={"help": "Maximum tokens per prompt (longer texts are truncated)."})
     skip_bad_samples: bool = field(
         default=False,
-        metadata={"help": "Replace rows with missing or unreadable images by other rows instead of stopping."},
+        metadata={
+            "help": "Replace bad rows (missing or unreadable images, empty items, a prompt the processor cannot fit "
+            "into max_length, ...) by other rows instead of stopping; see ContrastiveCollator."
+        },
     )
     group_by_modality_length: bool = field(
         default=False,
