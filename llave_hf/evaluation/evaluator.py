@@ -57,7 +57,8 @@ def _weights_fingerprint(model) -> str | None:
     raw values (all of them for smaller tensors): a few MB in all, copied from the device in one small transfer per
     tensor. Training moves essentially every value of every trained tensor, so any training step changes it; the
     bytes are hashed exactly, so the same weights give the same fingerprint on any device. A model of another dtype
-    is another fingerprint. ZeRO-3 partitioned parameters (no local values) contribute only their name and shape.
+    is another fingerprint. Parameters without local values (ZeRO-3 partitions, weights offloaded to the meta
+    device) contribute only their name, dtype and shape.
     """
     owner = getattr(model, "__self__", model)  # a bound `model.encode`
     if not isinstance(owner, torch.nn.Module):
