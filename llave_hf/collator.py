@@ -140,9 +140,11 @@ class ContrastiveCollator:
     row layout). Images are opened here, i.e. lazily in the dataloader workers.
 
     Bad rows (a missing or unreadable image, an item with neither text nor image, a placeholder without an image,
-    fewer hard negatives than `num_hard_negatives`) raise an error naming the row (`row_id`, its subset) and the file.
-    With `skip_bad_samples=True` they are replaced instead, each by a good row drawn from `dataset` (deterministically
-    from the bad row's id), so that every batch keeps its size: processes that gather embeddings must hold batches of
+    fewer hard negatives than `num_hard_negatives`, or any failure of the processor on the row, such as a prompt
+    whose template and image tokens alone exceed `max_length`) raise an error naming the row (`row_id`, its subset)
+    and the file. With `skip_bad_samples=True` they are replaced instead, each by a good row drawn from `dataset`
+    (deterministically from the bad row's id; a replacement passes the processor on its own), so that every batch
+    keeps its size: processes that gather embeddings must hold batches of
     equal size, and an uneven one would hang them. Without `dataset` bad rows are dropped, which is safe only in a
     single process or without gathering. Skipped rows are logged and counted in `num_skipped` (shared with the
     dataloader workers).
@@ -208,7 +210,8 @@ class ContrastiveCollator:
         pairs += [(text, path, f"negative {k}") for k, (text, path) in enumerate(negatives[: self.num_hard_negatives])]
         names = [f"{name} {role}" for *_, role in pairs]
         items = [self._item(text or "", path or "", item_name) for (text, path, _), item_name in zip(pairs, names)]
-        return {"items": items, "ids": [content_id(text, path) for text, path, _ in pairs], "names": names}
+        ids = [content_id(text, path) for text, path, _ in pairs]
+        return {"items": items, "ids": ids, "names": names, "row": row}
 
     def _replacement(self, row: dict, taken: set[int]) -> dict:
         rng = random.Random(int(row["row_id"]))
@@ -219,7 +222,10 @@ class ContrastiveCollator:
             candidate = self.dataset[index]
             try:
                 example = self._example(candidate, 0)
-            except (FileNotFoundError, ValueError, TypeError) as error:
+                self._process([example])  # a replacement must not fail the batch in the processor either
+            except MemoryError:
+                raise
+            except Exception as error:
                 logger.warning(f"Replacement candidate rejected: {error}")
                 continue
             taken.add(index)
@@ -234,6 +240,37 @@ class ContrastiveCollator:
             self._num_skipped.value += 1
         logger.warning(f"Skipping a bad training row: {error}")
 
+    def _process(self, examples: list[dict]) -> BatchFeature:
+        """The processor's batch of the examples' items in `ContrastiveBatch` order."""
+        size, count = len(examples), self.num_hard_negatives
+        # queries, then targets, then negatives query-major: item k of each example sits at block k
+        order = [(k, e) for k in (0, 1) for e in range(size)]
+        order += [(2 + j, e) for e in range(size) for j in range(count)]
+        texts = [examples[e]["items"][k][0] for k, e in order]
+        images = [examples[e]["items"][k][1] for k, e in order]
+        names = [examples[e]["names"][k] for k, e in order]
+        return self.processor(text=texts, images=images, item_names=names)
+
+    def _without_processor_failures(self, examples: list[dict], taken: set[int], error: Exception) -> list[dict]:
+        """After the processor failed on the batch: the examples it takes one by one, plus replacements of the
+        others. Re-raises `error` when every example passes alone (not a per-row failure)."""
+        kept, failed = [], []
+        for example in examples:
+            try:
+                self._process([example])
+            except MemoryError:
+                raise
+            except Exception as row_error:
+                self._skip(row_error)
+                failed.append(example["row"])
+            else:
+                kept.append(example)
+        if not failed:
+            raise error
+        if self.dataset is not None:
+            kept += [self._replacement(row, taken) for row in failed]
+        return kept
+
     def __call__(self, rows: list[dict]) -> ContrastiveBatch:
         examples, bad = [], []
         for position, row in enumerate(rows):
@@ -244,23 +281,28 @@ class ContrastiveCollator:
                     raise
                 self._skip(error)
                 bad.append(row)
+        taken = {int(row["row_id"]) for row in rows if "row_id" in row}
         if bad and self.dataset is not None:
-            taken = {int(row["row_id"]) for row in rows if "row_id" in row}
             examples += [self._replacement(row, taken) for row in bad]
         if not examples:
             raise ValueError(f"Every row of the batch is bad ({len(rows)} rows).")
+        try:
+            inputs = self._process(examples)
+        except Exception as error:
+            # The processor fails a whole batch for one row (e.g. its template and image tokens alone exceed
+            # max_length): find that row by processing the rows one by one, only on this rare path.
+            if not self.skip_bad_samples or isinstance(error, MemoryError):
+                raise
+            examples = self._without_processor_failures(examples, taken, error)
+            if not examples:
+                raise ValueError(f"Every row of the batch is bad ({len(rows)} rows).") from error
+            inputs = self._process(examples)
 
-        size, count = len(examples), self.num_hard_negatives
-        # queries, then targets, then negatives query-major: item k of each example sits at block k
-        order = [(k, e) for k in (0, 1) for e in range(size)]
-        order += [(2 + j, e) for e in range(size) for j in range(count)]
-        texts = [examples[e]["items"][k][0] for k, e in order]
-        images = [examples[e]["items"][k][1] for k, e in order]
-        names = [examples[e]["names"][k] for k, e in order]
         ids = torch.tensor([example["ids"] for example in examples], dtype=torch.long)
+        count = self.num_hard_negatives
         return ContrastiveBatch(
-            inputs=self.processor(text=texts, images=images, item_names=names),
-            num_queries=size,
+            inputs=inputs,
+            num_queries=len(examples),
             num_negatives=count,
             query_ids=ids[:, 0],
             target_ids=ids[:, 1],

@@ -81,7 +81,9 @@ class LossDiagnostics:
     hardest_negative_cosine: torch.Tensor  # mean over rows of the largest unmasked negative cosine
     cosine_gap: torch.Tensor  # mean per-row difference of the two (the paper's Table 1 diagnostic)
     top1_accuracy: torch.Tensor  # share of rows whose positive beats every unmasked candidate
-    mean_hardness_weight: torch.Tensor  # mean raw exp(α·s_ij) over unmasked negatives
+    # mean over unmasked negatives of the weight the loss applies: exp(α·s_ij), divided by its row mean under
+    # "mean" normalisation (then 1 by construction; the raw weights reach e^α ≈ 8103 at α = 9)
+    mean_hardness_weight: torch.Tensor
 
     NAMES: ClassVar[tuple[str, ...]]  # the field names in order, set below from the fields themselves
 
@@ -127,7 +129,9 @@ def hardness_weighted_contrastive_loss(
         target (`torch.Tensor` of shape `(batch, dim)`):
             L2-normalised target embeddings; ``target[i]`` is the positive of ``query[i]``.
         alpha (`float`, defaults to 9.0):
-            Hardness strength α: negative j of row i is weighted by ``exp(α·s_ij)``. 0 gives InfoNCE.
+            Hardness strength α: negative j of row i is weighted by ``exp(α·s_ij)``. 0 gives InfoNCE. A negative α
+            is accepted (for experiments) and inverts the weighting: the hardest negatives count least, the
+            opposite of LLaVE; `ContrastiveTrainingArguments` refuses it.
         temperature (`float`, defaults to 0.02):
             Temperature τ (fixed, not learned).
         symmetric (`bool`, defaults to `True`):
@@ -223,7 +227,8 @@ def hardness_weighted_contrastive_loss(
         )
         loss = (loss + reverse_loss) / 2
 
-    return ContrastiveLossOutput(loss, _diagnostics(similarity.detach(), labels, false_negatives, alpha))
+    diagnostics = _diagnostics(similarity.detach(), labels, false_negatives, alpha, normalization)
+    return ContrastiveLossOutput(loss, diagnostics)
 
 
 def _weighted_cross_entropy(
@@ -302,7 +307,11 @@ def _false_negative_mask(
 
 @torch.no_grad()
 def _diagnostics(
-    similarity: torch.Tensor, labels: torch.Tensor, false_negatives: torch.Tensor | None, alpha: float
+    similarity: torch.Tensor,
+    labels: torch.Tensor,
+    false_negatives: torch.Tensor | None,
+    alpha: float,
+    normalization: HardnessNormalization,
 ) -> LossDiagnostics:
     """`LossDiagnostics` of the query→target similarity (B, C) of this process.
 
@@ -315,7 +324,10 @@ def _diagnostics(
     has_negative = negatives_per_row > 0
     rows_with_negative = has_negative.sum()  # 0 makes the negative statistics 0/0 = NaN
     hardest = similarity.masked_fill(excluded, float("-inf")).max(dim=1).values  # -inf without negatives
-    weights = torch.exp(alpha * similarity).masked_fill_(excluded, 0.0)
+    log_weights = alpha * similarity
+    if normalization is HardnessNormalization.MEAN:  # the weights as `_weighted_cross_entropy` applies them
+        log_weights -= _log_mean_exp(log_weights, excluded).unsqueeze(1)
+    weights = log_weights.exp_().masked_fill_(excluded, 0.0)
     return LossDiagnostics(
         positive_cosine=positive.mean(),
         hardest_negative_cosine=torch.where(has_negative, hardest, 0.0).sum() / rows_with_negative,

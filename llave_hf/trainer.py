@@ -12,7 +12,7 @@ from .checkpoints import latest_complete_checkpoint
 from .collator import ContrastiveBatch
 from .grad_cache import grad_cache_backward
 from .hub import HubPublishMixin
-from .loss import LossDiagnostics, hardness_weighted_contrastive_loss
+from .loss import HardnessNormalization, LossDiagnostics, hardness_weighted_contrastive_loss
 from .modeling.modeling_llave import NonFiniteEmbeddingError
 from .trainer_config import ContrastiveTrainingArguments
 
@@ -99,6 +99,23 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         self._train_totals: torch.Tensor | None = None  # on the device; see _accumulate
         self._totals_first_step = 0
         self._collapse_warned = False
+
+    def get_train_dataloader(self):
+        dataloader = super().get_train_dataloader()
+        try:
+            num_batches = len(dataloader)
+        except TypeError:  # an iterable dataset: its length is unknown
+            return dataloader
+        if num_batches == 0:
+            # With drop_last, the Trainer would run 0 steps, exit normally and save the untrained model.
+            args, batch_size = self.args, self._train_batch_size
+            raise ValueError(
+                f"{len(self.train_dataset)} training rows, fewer than one global batch: per_device_train_batch_size="
+                f"{batch_size} x {args.world_size} process(es) = {batch_size * args.world_size} rows, and "
+                f"dataloader_drop_last={args.dataloader_drop_last} drops incomplete batches: no training step "
+                "would run. Use more rows, a smaller batch or fewer processes."
+            )
+        return dataloader
 
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler is not None:
@@ -291,8 +308,22 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         if collapsed and not self._collapse_warned:
             logger.warning(
                 f"Embeddings look collapsed at step {self.state.global_step}: positive cosine {positive:.3f}, gap to "
-                f"the hardest negative {gap:.4f}. With the unnormalised hardness weights this is the degenerate "
-                "minimum of the loss; try loss_hardness_normalization='mean' or a pretrained start."
+                f"the hardest negative {gap:.4f}. {self._collapse_advice()}"
             )
             self._collapse_warned = True
         return {**diagnostics, "collapse": float(collapsed)}
+
+    def _collapse_advice(self) -> str:
+        """What to try against collapse, given the loss options of this run."""
+        args = self.args
+        if args.loss_alpha > 0 and args.loss_hardness_normalization is HardnessNormalization.NONE:
+            return (
+                "With the unnormalised hardness weights this is the degenerate minimum of the loss; try "
+                "loss_hardness_normalization='mean' or a pretrained start."
+            )
+        # Neither InfoNCE (α = 0) nor mean-normalised weights have that minimum: the cause lies elsewhere.
+        options = f"loss_alpha={args.loss_alpha}, loss_hardness_normalization='{args.loss_hardness_normalization}'"
+        return (
+            f"The loss ({options}) has no degenerate minimum there; check the learning rate, a pretrained start, "
+            "and repeated targets (loss_mask_false_negatives)."
+        )

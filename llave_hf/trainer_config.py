@@ -1,6 +1,7 @@
 # Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
 """`ContrastiveTrainingArguments`: the arguments of `llave_hf.trainer.ContrastiveTrainer`."""
 
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -23,6 +24,8 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
 
         loss_alpha (`float`, defaults to `9.0`):
             Hardness strength α: negative j of query i is weighted by `exp(α · stopgrad(s_ij))`. 0 gives InfoNCE.
+            Must be >= 0: a negative α would weight the hardest negatives least, the opposite of LLaVE (a sign slip
+            that trains without any other symptom); `hardness_weighted_contrastive_loss` still takes one.
         loss_temperature (`float`, defaults to `0.02`):
             Softmax temperature τ (logit scale 1/τ), fixed.
         loss_symmetric (`bool`, defaults to `True`):
@@ -69,7 +72,8 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
     """
 
     loss_alpha: float = field(
-        default=9.0, metadata={"help": "Hardness weight α: each negative's logit gets + α·stopgrad(s). 0 = InfoNCE."}
+        default=9.0,
+        metadata={"help": "Hardness weight α >= 0: each negative's logit gets + α·stopgrad(s). 0 = InfoNCE."},
     )
     loss_temperature: float = field(default=0.02, metadata={"help": "Softmax temperature τ (logit scale 1/τ)."})
     loss_symmetric: bool = field(
@@ -109,6 +113,13 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
             raise ValueError(
                 f"loss_hardness_normalization must be one of {choices}, got {self.loss_hardness_normalization!r}."
             ) from None
+        if not (math.isfinite(self.loss_alpha) and self.loss_alpha >= 0):
+            raise ValueError(
+                f"loss_alpha must be a finite number >= 0, got {self.loss_alpha}. A negative α weights each negative "
+                "by exp(α·s), largest for the least similar ones: the hardest negatives would count least, the "
+                "opposite of LLaVE's hardness weighting. (hardness_weighted_contrastive_loss accepts it for "
+                "experiments.)"
+            )
         if self.loss_temperature <= 0:
             raise ValueError(f"loss_temperature must be positive, got {self.loss_temperature}.")
         if self.grad_cache_chunk_size < 0:

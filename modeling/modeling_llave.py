@@ -8,6 +8,9 @@ This file travels inside every checkpoint (``trust_remote_code``): it imports on
 its sibling files.
 """
 
+import numbers
+from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -251,16 +254,29 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
 
         Raises:
             `ValueError` (or `FileNotFoundError`, `TypeError`) naming the item for bad input: empty inputs, lists of
-            different lengths, items with neither text nor image, missing or unreadable image files.
+            different lengths, items with neither text nor image, missing or unreadable image files. `TypeError`
+            for a generator, set or mapping instead of a list, and for a `batch_size` that is not an int.
             `NonFiniteEmbeddingError` (a `RuntimeError`: the model's fault, not the input's) naming the item for a
             NaN or infinite embedding. Texts longer than the processor's `max_length` are truncated with a warning
             naming the item.
         """
         if convert_to not in get_args(ConvertTo):
             raise ValueError(f"convert_to must be 'tensor', 'numpy' or 'list', got {convert_to!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size must be a positive int, got {batch_size!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        batch_size = int(batch_size)
         processor = processor if processor is not None else self.get_processor()
+        # Lists (or one item): a generator has no length and is read once, a set or a mapping has no order that
+        # the returned rows could follow.
+        for argument, value in (("texts", texts), ("images", images)):
+            unordered_or_once = isinstance(value, (Iterator, Mapping, AbstractSet, bytes))
+            if unordered_or_once or (argument == "texts" and value is not None and not isinstance(value, Sized)):
+                raise TypeError(
+                    f"`{argument}` must be a list (or one item), got {type(value).__name__}; e.g. pass "
+                    f"list({argument})."
+                )
         texts = [texts] if isinstance(texts, str) else texts
         images = [images] if images is not None and not isinstance(images, (list, tuple)) else images
         if texts is None and images is None:

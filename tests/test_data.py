@@ -1,12 +1,15 @@
 """MMEB-train loading, the contrastive batch and collator, the modality/length-grouped sampler, processor building."""
 
 import json
+import os
 
 import pytest
 import torch
+import pyarrow as pa
+import pyarrow.parquet as pq
 from datasets import Dataset
 from accelerate.utils import send_to_device
-from mmeb_fixtures import I2T, T2I, make_mmeb_fixture
+from mmeb_fixtures import I2T, T2I, draw, make_mmeb_fixture
 from PIL import Image
 from torch.utils.data import DataLoader
 from transformers import BatchFeature
@@ -85,6 +88,69 @@ def test_missing_column_names_the_file_and_the_expected_columns(tmp_path):
     message = str(error.value)
     assert "Broken.parquet" in message and "missing column(s) qry_image_path, pos_image_path" in message
     assert "qry, qry_image_path, pos_text, pos_image_path" in message and "neg_text" in message
+
+
+ROW = {"qry": "q", "qry_image_path": "", "pos_text": "p", "pos_image_path": ""}
+
+
+def _jsonl(path, records) -> str:
+    with open(path, "wb") as file:
+        for record in records:
+            file.write(record if isinstance(record, bytes) else json.dumps(record).encode() + b"\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (  # an int-typed column
+            lambda d: pq.write_table(pa.table({**{k: ["q", "r"] for k in ROW}, "pos_text": [1, 2]}), f"{d}/A.parquet"),
+            r"A.parquet, row 0, column 'pos_text': expected a string, got int 1\.",
+        ),
+        (  # a list of image paths
+            lambda d: _jsonl(f"{d}/A.jsonl", [ROW, ROW, {**ROW, "qry_image_path": ["a.png", "b.png"]}]),
+            r"A.jsonl, line 3 \(row 2\), column 'qry_image_path': expected a string, got list \['a.png', 'b.png'\]",
+        ),
+        (  # an int among strings (a blank line holds no row)
+            lambda d: _jsonl(f"{d}/A.jsonl", [ROW, b"\n", ROW, {**ROW, "pos_text": 7}, ROW]),
+            r"A.jsonl, line 4 \(row 2\), column 'pos_text': expected a string, got int 7\.",
+        ),
+        (lambda d: _jsonl(f"{d}/A.jsonl", [b"\n"]), r"A.jsonl: empty file, no rows"),
+        (
+            lambda d: pq.write_table(pa.table({k: pa.array([], pa.string()) for k in ROW}), f"{d}/A.parquet"),
+            r"A.parquet: empty file, no rows",
+        ),
+        (lambda d: open(f"{d}/A.parquet", "wb").close(), r"A.parquet: not a readable parquet file"),
+        (  # Latin-1, which datasets loads and a dataloader worker fails to decode mid-training
+            lambda d: _jsonl(f"{d}/A.jsonl", [ROW, b'{"qry": "caf\xe9", "qry_image_path": "", "pos_text": "p", '
+                                                b'"pos_image_path": ""}\n']),
+            r"A.jsonl, line 2 \(row 1\), column 'qry': bytes b'\\xe9' at byte 12 of the line are not UTF-8",
+        ),
+        (
+            lambda d: _jsonl(f"{d}/A.jsonl", [ROW, b'{"qry": "q", "qry_image_path": ""\n']),
+            r"A.jsonl, line 2 \(row 1\): not valid JSON",
+        ),
+    ],
+    ids=["int column", "list of image paths", "int among strings", "empty jsonl", "empty parquet",
+         "zero-byte parquet", "not utf-8", "not json"],
+)  # fmt: skip
+def test_bad_files_fail_at_load_naming_the_file_row_and_column(tmp_path, write, message):
+    write(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        load_mmeb_train(tmp_path)
+
+
+def test_bad_row_in_a_shard_names_that_shard_and_lists_of_negatives_load(tmp_path):
+    (tmp_path / "A").mkdir()
+    for shard, pos_text in enumerate((["p"] * 3, [None, None, 5])):  # an int-typed column in the second shard
+        table = pa.table({**{k: ["q"] * 3 for k in ROW}, "pos_text": pos_text})
+        pq.write_table(table, tmp_path / "A" / f"original-0000{shard}-of-00002.parquet")
+    with pytest.raises(ValueError, match=r"original-00001-of-00002.parquet, row 2, column 'pos_text': .* got int 5"):
+        load_mmeb_train(tmp_path)
+    # negatives may be one string or a list of strings per row
+    good = [{**ROW, "neg_text": "n"}, {**ROW, "neg_text": ["n1", "n2"], "neg_image_path": ["", ""]}]
+    dataset = load_mmeb_train(_jsonl(tmp_path / "B.jsonl", good))
+    assert dataset["neg_text"] == ["n", ["n1", "n2"]]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -216,6 +282,35 @@ def test_skip_bad_samples_replaces_or_drops_and_counts(fixture):
     assert first.num_queries == 4 and replacing.num_skipped == 4  # batch size kept: processes stay in step
     assert torch.equal(first.target_ids, again.target_ids)  # replacements are deterministic
     assert len(set(first.target_ids.tolist())) == 4  # ... and are not rows already in the batch
+
+
+def test_skip_bad_samples_covers_failures_in_the_processor(fixture):
+    """A 64-px image takes 113 tokens with the tiny LLaVA-OneVision, over max_length 90: the processor fails the whole
+    batch, after the per-row checks passed. Row 0 has one (its query), and so has row 12, the first replacement drawn
+    for row 0 (its target), which must be rejected in turn."""
+    dataset = load_mmeb_train(fixture["data"])
+    for path in (dataset[0]["qry_image_path"], dataset[12]["pos_image_path"]):
+        colour, shape = os.path.splitext(os.path.basename(path))[0].split("_")
+        draw(colour, shape, size=64).save(fixture["image_root"] / path)
+    processor = tiny_processor("llava_onevision")
+    processor.max_length = 90
+    rows = [dataset[i] for i in (0, 2, 3)]
+    strict = ContrastiveCollator(processor, image_root=fixture["image_root"])
+    with pytest.raises(ValueError, match=r"row 0 \(ToyI2T\) query: the prompt template and image tokens alone"):
+        strict(rows)
+
+    replacing = ContrastiveCollator(processor, image_root=fixture["image_root"], skip_bad_samples=True, dataset=dataset)
+    batch = replacing(rows)
+    assert batch.num_queries == 3 and replacing.num_skipped == 1  # batch size kept
+    kept = [content_id(dataset[i]["qry"], dataset[i]["qry_image_path"]) for i in (2, 3)]
+    assert batch.query_ids.tolist() == [*kept, content_id(dataset[13]["qry"], dataset[13]["qry_image_path"])]
+    assert batch.inputs["attention_mask"].sum(1).max() <= 90
+    assert torch.equal(replacing(rows).target_ids, batch.target_ids)  # replacements are deterministic
+
+    dropping = ContrastiveCollator(processor, image_root=fixture["image_root"], skip_bad_samples=True)
+    batch = dropping([dataset[i] for i in (2, 12, 3)])
+    assert batch.num_queries == 2 and dropping.num_skipped == 1
+    assert batch.query_ids.tolist() == [content_id(dataset[i]["qry"], dataset[i]["qry_image_path"]) for i in (2, 3)]
 
 
 def test_skip_count_is_shared_with_dataloader_workers(fixture):

@@ -67,6 +67,7 @@ def test_scores_known_by_construction(data_dir, tmp_path):
         "num_duplicate_positives": 1,
         "num_tied_top": 0,
         "max_queries": None,
+        "num_single_candidate": 0,
     }
     assert results.datasets["MSCOCO_t2i"].precision_at_1 == 1.0
     assert results.datasets["Emoji_t2i"].precision_at_1 == 0.5
@@ -98,6 +99,7 @@ def test_scores_known_by_construction(data_dir, tmp_path):
     summary = open(os.path.join(output_dir, "summary.md")).read()
     assert "| ImageNet-1K | Classification | IND | 75.0 | 75.0 | 83.3 | 0.750 | 0.250 | 0.500 | 4 |" in summary
     assert "| 75.0 (1) | - (0) | 100.0 (1) | - (0) | 87.5 (2) | - (0) | 87.5 (2) |" in summary
+    assert "only candidate" not in summary  # every query here has negatives
     assert "left out of the aggregates: Emoji_t2i" in summary
     with Image.open(os.path.join(output_dir, imagenet.histogram)) as png:
         assert png.format == "PNG" and png.size == (640, 400)
@@ -112,11 +114,11 @@ STORED_RESULT = {
     "similarity": {"positive_mean": 1.0, "hardest_negative_mean": None, "negative_mean": None, "gap": None},
     "counts": {
         "num_queries": 2, "num_candidates": 2, "min_candidates": 1, "max_candidates": 1, "num_encoded_items": 4,
-        "num_duplicate_positives": 0, "num_tied_top": 0, "max_queries": None,
+        "num_duplicate_positives": 0, "num_tied_top": 0, "max_queries": None, "num_single_candidate": 2,
     },  # fmt: skip
     "histogram": "Single_similarity.png",
-    "run": {"model": "FakeEncoder", "data": "in-memory mapping", "split": "test", "max_queries": None,
-            "image_root": "/data/mmeb"},  # fmt: skip
+    "run": {"model": "FakeEncoder", "weights": None, "data": "in-memory mapping", "split": "test",
+            "max_queries": None, "image_root": "/data/mmeb"},  # fmt: skip
 }
 
 
@@ -131,6 +133,9 @@ def test_dataset_result_round_trips_the_json_layout():
     assert result.to_dict() == STORED_RESULT
     assert json.loads(json.dumps(result.to_dict(), allow_nan=False)) == STORED_RESULT  # standard JSON
     assert DatasetResult.from_dict({**STORED_RESULT, "run": None}).run is None
+    # written before single-candidate queries were counted: read as unknown
+    counts = {key: value for key, value in STORED_RESULT["counts"].items() if key != "num_single_candidate"}
+    assert DatasetResult.from_dict({**STORED_RESULT, "counts": counts}).counts.num_single_candidate is None
 
 
 def test_results_metrics_and_summary_round_trip(data_dir, tmp_path):
@@ -164,6 +169,27 @@ def test_dataset_without_negatives_resumes_and_reports(data_dir, tmp_path):
     assert encoder.items == [] and second.to_dict() == first.to_dict()
     summary = format_summary(second)
     assert "| Single | other | - | 100.0 | 100.0 | 100.0 | 100.0 | 1.000 | - | - | 2 |" in summary
+    assert "only candidate" in summary and "- Single: 2 of 2 queries" in summary
+
+
+def test_candidates_that_all_duplicate_the_ground_truth_are_reported(data_dir, tmp_path, caplog):
+    """Every candidate of row 0 repeats its ground truth: dropped, the query is right whatever the model."""
+    rows = [
+        mmeb_row("cat", tgt_img_path=["images/cat.png"] * 3, tgt_text=["a cat"] * 3),
+        mmeb_row("dog", tgt_img_path=["images/dog.png", "images/cat.png"]),
+    ]
+    output_dir = str(tmp_path / "out")
+    evaluator = MMEBEvaluator({"Dup": rows}, image_root=data_dir, output_dir=output_dir, show_progress_bar=False)
+    with caplog.at_level("WARNING"):
+        result = evaluator(FakeEncoder()).datasets["Dup"]
+    assert result.counts.num_single_candidate == 1 and result.counts.num_duplicate_positives == 2
+    assert "Dataset 'Dup': 1 of 2 queries have no candidate besides the ground truth" in caplog.text
+    with open(os.path.join(output_dir, "Dup.json")) as f:
+        assert json.load(f)["counts"]["num_single_candidate"] == 1
+    with open(os.path.join(output_dir, "summary.md")) as f:
+        assert "- Dup: 1 of 2 queries" in f.read()
+    with open(os.path.join(output_dir, "summary.json")) as f:
+        assert json.load(f)["datasets"]["Dup"]["counts"]["num_single_candidate"] == 1
 
 
 def test_resume_skips_finished_datasets(data_dir, tmp_path):
@@ -191,6 +217,7 @@ def test_resume_refuses_results_of_another_run(data_dir, tmp_path):
         stored = json.load(f)
     assert stored["run"] == {
         "model": "FakeEncoder",
+        "weights": None,  # a bare encode callable has no weights to fingerprint
         "data": data_dir,
         "split": "test",
         "max_queries": None,
@@ -396,3 +423,30 @@ def test_cli_end_to_end_with_tiny_model(data_dir, tmp_path, capsys):
         summary = json.load(f)
     assert list(summary["datasets"]) == ["ImageNet-1K", "MSCOCO_t2i"]
     assert summary["datasets"]["ImageNet-1K"] == result and summary["aggregate"]["num_datasets"]["Overall"] == 2
+
+    # Other weights at the same path (a retrained model) are another run: refused, not skipped with the old scores.
+    name, parameter = list(model.named_parameters())[-1]
+    with torch.no_grad():
+        parameter[0] += 1e-3
+    model.save_pretrained(model_dir)
+    difference = r"weights: 'sha256:[0-9a-f]{16}' there, 'sha256:[0-9a-f]{16}' now"
+    with pytest.raises(ValueError, match=f"ImageNet-1K.json holds results of another run \\({difference}\\)"):
+        main(["--model", model_dir, "--data", data_dir, "--datasets", "ImageNet-1K", "MSCOCO_t2i"]
+             + ["--output", output_dir, "--batch-size", "4", "--max-queries", "3"])  # fmt: skip
+
+
+def test_weights_fingerprint_follows_the_values_in_memory():
+    from llave_hf.testing import tiny_model_and_processor
+
+    model, _ = tiny_model_and_processor("qwen2", seed=0)
+    fingerprint = evaluator_module._weights_fingerprint
+    first = fingerprint(model)
+    assert first == fingerprint(model.encode) == fingerprint(tiny_model_and_processor("qwen2", seed=0)[0])
+    assert fingerprint(tiny_model_and_processor("qwen2", seed=1)[0]) != first
+    # a tensor larger than the values read from it: a training step (every value moves) changes the fingerprint
+    embeddings = model.get_input_embeddings().weight
+    assert embeddings.numel() > evaluator_module._FINGERPRINT_VALUES_PER_TENSOR
+    with torch.no_grad():
+        embeddings.add_(torch.randn_like(embeddings) * 1e-4)
+    assert fingerprint(model) != first
+    assert fingerprint(FakeEncoder()) is None

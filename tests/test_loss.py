@@ -219,7 +219,8 @@ def test_mean_normalization_removes_the_degenerate_minimum():
     torch.testing.assert_close(normalized.item(), math.log(BATCH), rtol=1e-9, atol=0)
 
 
-def test_diagnostics_match_loops():
+@pytest.mark.parametrize("normalization", ["none", "mean"])
+def test_diagnostics_match_loops(normalization):
     query, target, hard_negatives = make_batch(torch.float32)
     output = hardness_weighted_contrastive_loss(
         query.clone().requires_grad_(True),
@@ -228,6 +229,7 @@ def test_diagnostics_match_loops():
         query_ids=QUERY_IDS,
         target_ids=TARGET_IDS,
         hard_negative_ids=HARD_NEGATIVE_IDS,
+        hardness_normalization=normalization,
     )
     assert isinstance(output, ContrastiveLossOutput) and isinstance(output.diagnostics, LossDiagnostics)
     assert output.loss.requires_grad
@@ -250,7 +252,10 @@ def test_diagnostics_match_loops():
         ]
         positives.append(positive)
         hardest.append(max(negatives))
-        weights += [math.exp(9.0 * s) for s in negatives]
+        row_weights = [math.exp(9.0 * s) for s in negatives]  # as the loss applies them (reference_loss)
+        if normalization == "mean":
+            row_weights = [w / (sum(row_weights) / len(row_weights)) for w in row_weights]
+        weights += row_weights
         correct += positive > max(negatives)
     expected = {
         "positive_cosine": sum(positives) / BATCH,
@@ -261,6 +266,11 @@ def test_diagnostics_match_loops():
     }
     assert 0 < expected["top1_accuracy"] < 1, "the batch should have both ranked and misranked rows"
     assert tuple(expected) == LossDiagnostics.NAMES
+    # weights normalised to mean 1 over each row average 1 over all pairs; the raw ones are not
+    if normalization == "mean":
+        assert expected["mean_hardness_weight"] == pytest.approx(1.0)
+    else:
+        assert expected["mean_hardness_weight"] > 10
     for key, value in expected.items():
         torch.testing.assert_close(getattr(diagnostics, key).item(), value, rtol=1e-5, atol=1e-6, msg=key)
 

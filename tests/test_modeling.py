@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoProcessor, Qwen2Config
@@ -234,6 +235,20 @@ def test_bad_texts_and_lists_are_rejected():
         model.encode(texts=["<|image_1|> what is this?"])
     with pytest.raises(TypeError, match="item 0: a text must be a string"):
         model.encode(texts=[3.5])
+    # arguments: lists, not generators or sets (read once, no order); an int batch size
+    for kwargs, argument, kind in (
+        ({"texts": (text for text in ["a", "b"])}, "texts", "generator"),
+        ({"texts": {"a", "b"}}, "texts", "set"),
+        ({"images": iter(["x.png"]), "texts": ["a"]}, "images", "list_iterator"),
+    ):
+        with pytest.raises(TypeError, match=f"`{argument}` must be a list \\(or one item\\), got {kind}"):
+            model.encode(**kwargs)
+    for batch_size in (2.5, None, "4", True):
+        with pytest.raises(TypeError, match=f"batch_size must be a positive int, got {batch_size!r}"):
+            model.encode(texts=["a", "b"], batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size must be positive, got 0"):
+        model.encode(texts=["a"], batch_size=0)
+    assert model.encode(texts=("a", "b"), batch_size=np.int64(1)).shape[0] == 2  # a tuple and a numpy int are fine
 
 
 def test_text_longer_than_max_length_is_truncated_with_a_warning(caplog):

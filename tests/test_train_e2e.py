@@ -139,6 +139,17 @@ def test_command_line_overrides_yaml_and_bad_configurations(tmp_path):
     (tmp_path / "bad.yaml").write_text("tiny_backbone: qwen2\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match="Unknown configuration keys: learning_rat"):
         parse_args([str(tmp_path / "bad.yaml")])
+    # a preset that is not a mapping of argument names: the file, line and column, not a TypeError
+    for text, message in (
+        ("- tiny_backbone: qwen2\n- learning_rate: 0.1\n", r"bad.yaml, line 1, column 1: a preset is .* got a list"),
+        ("# a comment\ntiny_backbone\n", r"bad.yaml, line 2, column 1: a preset is a mapping .* got a str"),
+        ("tiny_backbone: qwen2\n3: 0.1\n", r"bad.yaml, line 2, column 1: '3' is not an argument name"),
+    ):
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            parse_args([str(tmp_path / "bad.yaml")])
+    (tmp_path / "empty.yaml").write_text("")
+    assert parse_args([str(tmp_path / "empty.yaml"), "--tiny_backbone", "qwen2"])[0].tiny_backbone == "qwen2"
     with pytest.raises(ValueError, match="exactly one of"):
         parse_args([TINY, "--model_name_or_path", "somewhere"])
     args = parse_args([TINY, "--eval_data", "heldout", "--eval_every_n_steps", "7"])[2]

@@ -164,6 +164,23 @@ def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
         torch.testing.assert_close(parameter.detach(), expected, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("limit", [{"max_steps": 2}, {"max_steps": -1, "num_train_epochs": 1}])
+def test_data_smaller_than_one_global_batch_is_an_error_stating_the_numbers(tmp_path, limit):
+    """2 rows, batch 4, drop_last: no full batch, so 0 steps would run and an untrained model be saved."""
+    match = (
+        r"2 training rows, fewer than one global batch: per_device_train_batch_size=4 x 1 process\(es\) = 4 rows, "
+        r"and dataloader_drop_last=True"
+    )
+    with pytest.raises(ValueError, match=match):
+        _train(tmp_path, "qwen2", rows(2, with_images=False), per_device_train_batch_size=4, **limit)
+    # without drop_last the incomplete batch trains
+    trainer = _train(
+        tmp_path, "qwen2", rows(2, with_images=False), per_device_train_batch_size=4, dataloader_drop_last=False,
+        **limit,
+    )  # fmt: skip
+    assert trainer.state.global_step >= 1
+
+
 def test_trainer_logs_diagnostics_and_evaluates_without_labels(tmp_path):
     data = rows(12, negatives=1)
     trainer = _train(tmp_path, "llava_onevision", data, per_device_train_batch_size=4, max_steps=3)
@@ -208,6 +225,11 @@ def test_arguments_validate(tmp_path):
     args = _args(tmp_path, activation_checkpointing=True)
     assert args.ddp_find_unused_parameters and args.activation_checkpointing_kwargs == {"use_reentrant": False}
     assert args.remove_unused_columns is False
+    # a negative α would push the hardest negatives away least: a sign slip, refused with what it means
+    for alpha in (-9.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="loss_alpha must be a finite number >= 0.*hardest negatives"):
+            _args(tmp_path, loss_alpha=alpha)
+    assert _args(tmp_path, loss_alpha=0.0).loss_alpha == 0.0
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -305,9 +327,14 @@ def test_loss_options_reach_the_loss(tmp_path):
     torch.testing.assert_close(loss, expected.loss)
 
 
-def test_collapse_is_flagged_and_warned(tmp_path, caplog):
+@pytest.mark.parametrize(
+    "options, advises_mean",
+    [({}, True), ({"loss_hardness_normalization": "mean"}, False), ({"loss_alpha": 0.0}, False)],
+)
+def test_collapse_is_flagged_and_warned(tmp_path, caplog, options, advises_mean):
     model, processor = tiny_model_and_processor("qwen2")
-    trainer = ContrastiveTrainer(model=model, args=_args(tmp_path), data_collator=TinyCollator(processor))
+    args = _args(tmp_path, **options)
+    trainer = ContrastiveTrainer(model=model, args=args, data_collator=TinyCollator(processor))
     # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9
     values = dict(zip(LossDiagnostics.NAMES, (0.999, 0.9989, 1e-4, 0.0, 8100.0)))
     trainer._accumulate(torch.ones(4, 8), LossDiagnostics(**{k: torch.tensor(v) for k, v in values.items()}))
@@ -316,6 +343,9 @@ def test_collapse_is_flagged_and_warned(tmp_path, caplog):
     logged = trainer.state.log_history[-1]
     assert logged["collapse"] == 1.0 and logged["cosine_gap"] == 1e-4
     assert "look collapsed" in caplog.text
+    # the degenerate minimum and its remedy belong to unnormalised weights with α > 0 only
+    assert ("try loss_hardness_normalization='mean'" in caplog.text) == advises_mean
+    assert ("no degenerate minimum" in caplog.text) != advises_mean
 
 
 def test_non_finite_embeddings_raise_when_logging_naming_the_steps(tmp_path):

@@ -106,7 +106,10 @@ class DataArguments:
     )
     skip_bad_samples: bool = field(
         default=False,
-        metadata={"help": "Replace rows with missing or unreadable images by other rows instead of stopping."},
+        metadata={
+            "help": "Replace bad rows (missing or unreadable images, empty items, a prompt the processor cannot fit "
+            "into max_length, ...) by other rows instead of stopping; see ContrastiveCollator."
+        },
     )
     group_by_modality_length: bool = field(
         default=False,
@@ -129,6 +132,30 @@ class DataArguments:
             self.image_root = os.path.expanduser(self.image_root)
 
 
+def _read_preset(path: str) -> dict:
+    """The argument values of a YAML preset; raises naming the file, line and column unless it is a mapping of
+    argument names (a list or a bare string would otherwise fail as a `TypeError` about keyword arguments)."""
+    with open(path, encoding="utf-8") as file:
+        text = file.read()
+    preset = yaml.safe_load(text)
+    if preset is None:  # an empty file
+        return {}
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(preset, dict):
+        mark = node.start_mark
+        raise ValueError(
+            f"{path}, line {mark.line + 1}, column {mark.column + 1}: a preset is a mapping of argument names to "
+            f"values (e.g. `learning_rate: 1.0e-5`), got a {type(preset).__name__} ({str(preset)[:60]!r})."
+        )
+    for key_node, _ in node.value:
+        if key_node.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"):  # `1.0: x`, `[a]: x`, ...
+            mark = key_node.start_mark
+            raise ValueError(
+                f"{path}, line {mark.line + 1}, column {mark.column + 1}: {key_node.value!r} is not an argument name."
+            )
+    return preset
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ContrastiveTrainingArguments]:
     """Parses `[config.yaml] [--key value ...]`: the YAML values are defaults that command-line values override.
 
@@ -138,8 +165,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, ContrastiveTrainingArguments))
     if argv and argv[0].endswith((".yaml", ".yml")):
-        with open(argv.pop(0), encoding="utf-8") as file:
-            parser.set_defaults(**(yaml.safe_load(file) or {}))
+        parser.set_defaults(**_read_preset(argv.pop(0)))
     if not torch.accelerator.is_available():
         parser.set_defaults(bf16=False, tf32=None)
     arguments = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)

@@ -44,6 +44,38 @@ def _model_id(model) -> str:
     return "config sha256:" + hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
 
 
+# Values read from each weight tensor for its fingerprint: every one of a small tensor, evenly spaced ones of a large.
+_FINGERPRINT_VALUES_PER_TENSOR = 1 << 14
+
+
+def _weights_fingerprint(model) -> str | None:
+    """A fingerprint of the weights in memory, `None` for a bare encode callable.
+
+    A checkpoint path says nothing of what is in it now: weights retrained at the same path, or trained in memory
+    since loading (an evaluator during training), must not reuse stored scores. Hashing whole files would read
+    15 GB for a 7B model; instead each parameter contributes its name, dtype, shape and up to 16,384 evenly spaced
+    raw values (all of them for smaller tensors): a few MB in all, copied from the device in one small transfer per
+    tensor. Training moves essentially every value of every trained tensor, so any training step changes it; the
+    bytes are hashed exactly, so the same weights give the same fingerprint on any device. A model of another dtype
+    is another fingerprint. Parameters without local values (ZeRO-3 partitions, weights offloaded to the meta
+    device) contribute only their name, dtype and shape.
+    """
+    owner = getattr(model, "__self__", model)  # a bound `model.encode`
+    if not isinstance(owner, torch.nn.Module):
+        return None
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, parameter in owner.named_parameters():
+            digest.update(f"{name}|{parameter.dtype}|{tuple(parameter.shape)}|".encode())
+            if parameter.numel() == 0 or parameter.is_meta:
+                continue
+            flat = parameter.detach().reshape(-1)
+            step = max(1, flat.numel() // _FINGERPRINT_VALUES_PER_TENSOR)
+            values = flat[::step][:_FINGERPRINT_VALUES_PER_TENSOR].contiguous().cpu()
+            digest.update(values.view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
 def _encode_function(model, processor=None) -> Callable:
     if hasattr(model, "encode"):
         return functools.partial(model.encode, processor=processor) if processor is not None else model.encode
@@ -81,7 +113,8 @@ class MMEBEvaluator:
             `<Name>_similarity.png`, `summary.md` and `summary.json` go. Datasets whose JSON is already there are not
             evaluated again: their stored results are reused if the JSON's run signature (see `run_signature`)
             matches this run's. A JSON of another run (other model, data, split, `max_queries` or `image_root`)
-            raises a `ValueError` before anything is encoded, rather than being silently reused or overwritten.
+            raises a `ValueError` before anything is encoded, rather than being silently reused or overwritten;
+            so do results of other weights at the same checkpoint path (a retrained or further-trained model).
         batch_size (`int`): items per `encode` call.
         max_queries (`int`, *optional*): score only the first `max_queries` rows of each dataset.
         k_values (`Sequence[int]`): Recall@k cut-offs reported beside Precision@1.
@@ -156,13 +189,16 @@ class MMEBEvaluator:
         return prepared
 
     def run_signature(self, model) -> RunSignature:
-        """What must match for stored results to be reused: model, data source, split, `max_queries`, `image_root`.
+        """What must match for stored results to be reused: model and its weights, data source, split,
+        `max_queries`, `image_root`.
 
         The model is its `config.name_or_path` (checkpoint folder or Hub id), a hash of its config when it has no
-        path, or its name for a bare encode callable.
+        path, or its name for a bare encode callable; its weights are a fingerprint of the parameters in memory
+        (`None` for a bare callable), so that weights changed at the same path are a different run.
         """
         return RunSignature(
             model=_model_id(model),
+            weights=_weights_fingerprint(model),
             data=source_id(self.data),
             split=self.split,
             max_queries=self.max_queries,
@@ -219,6 +255,13 @@ class MMEBEvaluator:
         positive, hardest, negatives = split_positive_negative(scores)
         meta_task, split = MMEB_DATASETS.get(name, (None, None))
         num_candidates = np.asarray([len(c) for c in prepared.candidates])
+        num_single_candidate = int(np.sum(num_candidates == 1))
+        if num_single_candidate:
+            logger.warning(
+                f"Dataset {name!r}: {num_single_candidate} of {len(num_candidates)} queries have no candidate besides "
+                f"the ground truth ({prepared.num_duplicate_positives} candidates identical to their ground truth were "
+                "dropped): they count as right whatever the model, so P@1 overstates it."
+            )
         write_histogram = self.output_dir is not None and self.histograms
         result = DatasetResult(
             dataset=name,
@@ -237,6 +280,7 @@ class MMEBEvaluator:
                 num_duplicate_positives=prepared.num_duplicate_positives,
                 num_tied_top=int(np.sum(positive == hardest)),
                 max_queries=self.max_queries,
+                num_single_candidate=num_single_candidate,
             ),
             histogram=f"{name}_similarity.png" if write_histogram else None,
             run=self.run_signature(model),

@@ -35,6 +35,17 @@ def format_summary(results: EvaluationResults) -> str:
         cells += [_cosine(similarity.gap), str(result.counts.num_queries)]
         lines.append("| " + " | ".join(cells) + " |")
 
+    # A query whose only candidate is its ground truth scores 1 whatever the model: say how many there are.
+    single = [(name, datasets[name].counts) for name in mmeb_order(datasets)]
+    single = [(name, counts) for name, counts in single if counts.num_single_candidate]
+    if single:
+        note = (
+            "Queries left with the ground truth as their only candidate (duplicates of it are dropped) count as "
+            "right whatever the model:"
+        )
+        lines += ["", note]
+        lines += [f"- {name}: {counts.num_single_candidate} of {counts.num_queries} queries" for name, counts in single]
+
     aggregate = results.aggregate
     lines += ["", "MMEB aggregates (P@1, %; unweighted mean over the scored datasets, count in brackets):", ""]
     lines += ["| " + " | ".join(AGGREGATE_KEYS) + " |", "|" + "---|" * len(AGGREGATE_KEYS)]

@@ -62,21 +62,27 @@ class DatasetCounts:
     num_duplicate_positives: int  # candidates identical to their ground truth, dropped
     num_tied_top: int  # queries whose hardest negative scores exactly as the ground truth (counted wrong)
     max_queries: int | None  # the run's cap on queries per dataset
+    # queries left with the ground truth as their only candidate (counted right by construction); None in results
+    # written before it was counted
+    num_single_candidate: int | None = None
 
     def to_dict(self) -> dict[str, int | None]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, int | None]) -> "DatasetCounts":
-        return cls(**{field.name: data[field.name] for field in fields(cls)})
+        optional = {"num_single_candidate"}
+        return cls(**{f.name: data.get(f.name) if f.name in optional else data[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
 class RunSignature:
     """What must match for stored results to be reused: the model (checkpoint path, Hub id, config hash or encode
-    function name), the data source, its split, `max_queries` and the image root (absolute path)."""
+    function name), a fingerprint of its weights, the data source, its split, `max_queries` and the image root
+    (absolute path). Results written before weights were fingerprinted have none, so they are not reused."""
 
     model: str | None
+    weights: str | None
     data: str | None
     split: str | None
     max_queries: int | None
