@@ -8,6 +8,7 @@ This file travels inside every checkpoint (``trust_remote_code``): it imports on
 its sibling files.
 """
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -65,6 +66,30 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str
         return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
     mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def length_sub_batches(lengths: list[int], overhead_tokens: int) -> list[list[int]]:
+    """Splits rows into sub-batches of similar length: the partition minimising the tokens computed,
+    `sum(rows x longest row)`, plus `overhead_tokens` per sub-batch. Returns row indices, ascending in each
+    sub-batch, longest sub-batch first.
+
+    Exact: over rows sorted by length an optimal partition cuts the sorted order into runs, found here by
+    dynamic programming in O(rows^2).
+    """
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    size = len(order)
+    best, cut = [0] * (size + 1), [size] * (size + 1)  # best[k]: cost of the rows order[k:]
+    for k in reversed(range(size)):
+        # on a tie, the fewer sub-batches (the larger `end`)
+        cost, end = min(
+            (overhead_tokens + (end - k) * lengths[order[k]] + best[end], -end) for end in range(k + 1, size + 1)
+        )
+        best[k], cut[k] = cost, -end
+    groups, k = [], 0
+    while k < size:
+        groups.append(sorted(order[k : cut[k]]))
+        k = cut[k]
+    return groups
 
 
 class LlaveEmbeddingPreTrainedModel(PreTrainedModel):
@@ -180,16 +205,71 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             backbone_inputs.update((name, given[name]) for name in family.image_inputs if given[name] is not None)
             backbone_inputs["pixel_values"] = pixel_values.to(self.dtype)
 
-        outputs = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs, **kwargs
-        )
-        hidden_states = outputs.last_hidden_state
-        embeddings = pool(hidden_states, attention_mask, self.config.pooling).float()
+        # Extra tensors (e.g. position_ids) would need cutting by rows too: those calls stay padded.
+        groups = None
+        if self.config.sub_batching and not any(isinstance(value, torch.Tensor) for value in kwargs.values()):
+            groups = self._sub_batches(input_ids, attention_mask)
+        if groups is None:
+            outputs = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs, **kwargs
+            )
+            hidden_states = outputs.last_hidden_state
+            embeddings = pool(hidden_states, attention_mask, self.config.pooling).float()
+        else:
+            embeddings, hidden_states = self._forward_sub_batches(
+                groups, input_ids, attention_mask, backbone_inputs, output_hidden_states, kwargs
+            )
         if self.config.normalize:
             embeddings = F.normalize(embeddings, dim=-1)
         return LlaveEmbeddingOutput(
             embeddings=embeddings, last_hidden_state=hidden_states if output_hidden_states else None
         )
+
+    def _sub_batches(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple] | None:
+        """`[(rows, length, images)]` per sub-batch (`config.sub_batching`), or `None` when one padded call is
+        as cheap. `images` are the indices of the sub-batch's images among the batch's, in row order."""
+        family = self.backbone_family
+        lengths = attention_mask.sum(dim=1)
+        if family.multimodal:
+            image_token = getattr(self.config.backbone_config, family.image_token_attr)
+            has_image = (input_ids == image_token).any(dim=1)
+            lengths, has_image = torch.stack([lengths, has_image.to(lengths.dtype)]).tolist()  # one host sync
+        else:
+            lengths, has_image = lengths.tolist(), [0] * len(input_ids)
+        groups = length_sub_batches(lengths, self.config.sub_batch_overhead_tokens)
+        if len(groups) == 1:
+            return None
+        image_index = [count - flag for count, flag in zip(itertools.accumulate(has_image), has_image)]
+        return [
+            (rows, max(lengths[row] for row in rows), [image_index[row] for row in rows if has_image[row]])
+            for rows in groups
+        ]
+
+    def _forward_sub_batches(self, groups, input_ids, attention_mask, backbone_inputs, output_hidden_states, kwargs):
+        """Pooled embeddings (in row order) and, when asked, the right-aligned hidden states of the sub-batches."""
+        family = self.backbone_family
+        token_names = [name for name in family.token_inputs if name in backbone_inputs]
+        pooled, hidden_parts = [], []
+        for rows, length, images in groups:
+            index = torch.tensor(rows, device=input_ids.device)
+            inputs = {name: backbone_inputs[name][index, :length] for name in token_names}
+            if images:
+                inputs.update(family.select_images(backbone_inputs, images))
+            mask = attention_mask[index, :length]
+            hidden = self.backbone(
+                input_ids=input_ids[index, :length], attention_mask=mask, use_cache=False, **inputs, **kwargs
+            ).last_hidden_state
+            pooled.append(pool(hidden, mask, self.config.pooling).float())
+            hidden_parts.append((index, hidden))
+        order = torch.tensor([row for rows, _, _ in groups for row in rows], device=input_ids.device)
+        embeddings = torch.cat(pooled)[torch.argsort(order)]
+        hidden_states = None
+        if output_hidden_states:
+            first = hidden_parts[0][1]
+            hidden_states = first.new_zeros(*input_ids.shape, first.shape[-1])
+            for index, hidden in hidden_parts:
+                hidden_states[index, : hidden.shape[1]] = hidden
+        return embeddings, hidden_states
 
     # ------------------------------------------------------------------------------------------------------------
     # encode
@@ -318,5 +398,6 @@ __all__ = [
     "LlaveEmbeddingPreTrainedModel",
     "NonFiniteEmbeddingError",
     "align_right",
+    "length_sub_batches",
     "pool",
 ]
