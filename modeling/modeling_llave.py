@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoProcessor, PreTrainedModel
@@ -301,6 +302,7 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         convert_to: ConvertTo = "tensor",
         processor=None,
         item_names: list[str] | None = None,
+        distributed: bool = False,
     ):
         r"""
         Embeds texts, images, or image+text pairs.
@@ -318,6 +320,11 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             processor (*optional*): overrides `model.processor`.
             item_names (`list[str]`, *optional*): what error messages call each item (default `"item <index>"`),
                 e.g. the positions in a request that a server received.
+            distributed (`bool`): under `torch.distributed` (`accelerate launch`, `torchrun`), each process encodes
+                its share of the items (every `world_size`-th of the length-sorted items, so shares cost alike) and
+                all embeddings are gathered: every process must call `encode` with the same items and gets all
+                embeddings back. A bad item raises on every process. Under DeepSpeed ZeRO-3, whose partitioned
+                weights need every process to run the same forwards, each process encodes everything.
 
         Returns:
             `(num_items, hidden_size)` embeddings (L2-normalised when `config.normalize`), one row per item, in input
@@ -358,7 +365,11 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
 
         # Longest first (images count as long): batch-mates pad little, and a too-large batch fails at once.
         order = sorted(range(size), key=lambda i: (images[i] is not None, len(texts[i] or "")), reverse=True)
+        world, rank = 1, 0
+        if distributed and dist.is_available() and dist.is_initialized() and not is_deepspeed_zero3_enabled():
+            world, rank = dist.get_world_size(), dist.get_rank()
         show = show_progress_bar if show_progress_bar is not None else size >= _PROGRESS_BAR_MIN_ITEMS
+        show = show and rank == 0
         from tqdm.auto import tqdm  # transformers depends on tqdm
 
         embeddings = torch.empty(size, self.config.hidden_size, dtype=torch.float32)
@@ -366,9 +377,11 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         self.eval()  # no dropout: an item's embedding must not depend on the call
         # ZeRO-3 gathers partitioned weights in hooks that inference-mode tensors break (evaluation mid-training).
         no_grad = torch.no_grad() if is_deepspeed_zero3_enabled() else torch.inference_mode()
+        local = order[rank::world]
+        failure = None
         try:
-            for start in tqdm(range(0, size, batch_size), desc="Encoding", disable=not show, unit="batch"):
-                indices = order[start : start + batch_size]
+            for start in tqdm(range(0, len(local), batch_size), desc="Encoding", disable=not show, unit="batch"):
+                indices = local[start : start + batch_size]
                 names = [item_names[i] for i in indices]
                 batch_images = [
                     load_image(images[i], name) if images[i] is not None else None for i, name in zip(indices, names)
@@ -382,14 +395,40 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                 if bad:
                     raise NonFiniteEmbeddingError(f"non-finite embedding for {', '.join(names[b] for b in bad)}.")
                 embeddings[indices] = batch_embeddings
+        except Exception as error:
+            if world == 1:
+                raise
+            failure = error  # raised below, after every process has heard of it (or the others would hang)
         finally:
             self.train(was_training)
+        if world > 1:
+            self._gather_shares(embeddings, order, world, failure)
 
         if convert_to == "numpy":
             return embeddings.numpy()
         if convert_to == "list":
             return embeddings.tolist()
         return embeddings
+
+    def _gather_shares(self, embeddings: torch.Tensor, order: list[int], world: int, failure: Exception | None):
+        """Fills `embeddings` (all items) with every process's share, `order[rank::world]`; raises on every process
+        when any failed."""
+        failures = [None] * world
+        dist.all_gather_object(failures, None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        failed = [(rank, message) for rank, message in enumerate(failures) if message is not None]
+        if failed:
+            raise RuntimeError(f"encode failed on process {failed[0][0]}: {failed[0][1]}")
+        # NCCL gathers only device tensors; gloo takes CPU ones.
+        device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        shares = [order[rank::world] for rank in range(world)]
+        mine = embeddings.new_zeros(len(shares[0]), embeddings.shape[1])  # shares differ by at most one item
+        mine[: len(shares[dist.get_rank()])] = embeddings[shares[dist.get_rank()]]
+        parts = [torch.empty_like(mine, device=device) for _ in range(world)]
+        dist.all_gather(parts, mine.to(device))
+        for share, part in zip(shares, parts):
+            embeddings[share] = part[: len(share)].cpu()
 
 
 __all__ = [
