@@ -32,7 +32,8 @@ class LlaveEmbeddingConfig(PretrainedConfig):
             Run the rows of a batch as sub-batches of similar length inside one `forward` (e.g. short text queries
             apart from long image targets), each padded only to its own longest row, instead of padding every row
             to the batch's longest. Embeddings and gradients are those of the padded forward (up to float
-            rounding); only the padding is not computed. `False`: one padded backbone call.
+            rounding); only the padding is not computed. `False`: one padded backbone call, which is also what runs
+            under DeepSpeed ZeRO-3 (its partitioned weights need every process to make the same calls).
         sub_batch_overhead_tokens (`int`, *optional*, defaults to 256):
             What one more backbone call costs, in tokens: rows are split into the sub-batches that minimise
             `sum(rows x longest row) + sub_batch_overhead_tokens x number of sub-batches`. Raise it where a call's

@@ -206,9 +206,11 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             backbone_inputs.update((name, given[name]) for name in family.image_inputs if given[name] is not None)
             backbone_inputs["pixel_values"] = pixel_values.to(self.dtype)
 
-        # Extra tensors (e.g. position_ids) would need cutting by rows too: those calls stay padded.
+        # Extra tensors (e.g. position_ids) would need cutting by rows too: those calls stay padded. So do calls under
+        # DeepSpeed ZeRO-3, whose partitioned weights need every process to run the same modules equally often.
         groups = None
-        if self.config.sub_batching and not any(isinstance(value, torch.Tensor) for value in kwargs.values()):
+        extra_tensors = any(isinstance(value, torch.Tensor) for value in kwargs.values())
+        if self.config.sub_batching and not extra_tensors and not is_deepspeed_zero3_enabled():
             groups = self._sub_batches(input_ids, attention_mask)
         if groups is None:
             outputs = self.backbone(

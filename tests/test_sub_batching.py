@@ -69,7 +69,8 @@ def test_sub_batched_forward_equals_padded_forward(family):
     model.config.sub_batch_overhead_tokens = 0  # as many sub-batches as lengths differ
     calls = []
     model.backbone.register_forward_hook(lambda module, args, kwargs: calls.append(1))
-    weights = torch.randn(inputs["input_ids"].shape[0], model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(inputs["input_ids"].shape[0], model.config.hidden_size, generator=generator)
 
     model.config.sub_batching = False
     padded, padded_gradients = _embeddings_and_gradients(model, inputs, weights)
