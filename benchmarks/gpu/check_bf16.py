@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--threshold", type=float, default=0.999)
     parser.add_argument("--tiny", action="store_true")
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # run.sh passes every script the same arguments (e.g. --steps)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("No GPU: use --tiny --device cpu to smoke-test the script.")
         return 1
