@@ -1,9 +1,14 @@
 # Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
 """`ModalityLengthGroupedSampler`: the order of training rows that groups each micro-batch by query modality."""
 
+from typing import TYPE_CHECKING
+
 import torch
-from datasets import Dataset
 from torch.utils.data import Sampler
+
+
+if TYPE_CHECKING:  # the sampler itself needs no `datasets` (benchmarks run it where that is not installed)
+    from datasets import Dataset
 
 
 __all__ = ["ModalityLengthGroupedSampler"]
@@ -40,7 +45,7 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         self.epoch = 0
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, batch_size: int, world_size: int = 1, seed: int = 0):
+    def from_dataset(cls, dataset: "Dataset", batch_size: int, world_size: int = 1, seed: int = 0):
         """From MMEB-train rows: the query modality and the characters of query plus target text."""
         lengths = [len(query or "") + len(target or "") for query, target in zip(dataset["qry"], dataset["pos_text"])]
         return cls(lengths, [bool(path) for path in dataset["qry_image_path"]], batch_size, world_size, seed)

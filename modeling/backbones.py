@@ -133,6 +133,20 @@ class BackboneFamily:
             }
         return {name: inputs[name][first:last] for name in self.image_inputs if name in inputs}
 
+    def select_images(self, inputs, indices: list[int]) -> dict:
+        """The image inputs of the images at `indices` (ascending image indices, in row order) of a processor batch;
+        runs of consecutive images are cut in one slice."""
+        runs = []
+        for index in indices:
+            if runs and runs[-1][1] == index:
+                runs[-1][1] = index + 1
+            else:
+                runs.append([index, index + 1])
+        parts = [self.slice_images(inputs, first, last) for first, last in runs]
+        if len(parts) == 1:
+            return parts[0]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
     def frozen_tower_parameters(self, backbone: torch.nn.Module) -> list[torch.nn.Parameter]:
         """The vision encoder's parameters, without the projector's."""
         if self.vision_tower is None:

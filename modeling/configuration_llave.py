@@ -28,6 +28,16 @@ class LlaveEmbeddingConfig(PretrainedConfig):
             non-padding tokens.
         normalize (`bool`, *optional*, defaults to `True`):
             L2-normalise the embeddings, so that cosine similarity is a dot product.
+        sub_batching (`bool`, *optional*, defaults to `True`):
+            Run the rows of a batch as sub-batches of similar length inside one `forward` (e.g. short text queries
+            apart from long image targets), each padded only to its own longest row, instead of padding every row
+            to the batch's longest. Embeddings and gradients are those of the padded forward (up to float
+            rounding); only the padding is not computed. `False`: one padded backbone call, which is also what runs
+            under DeepSpeed ZeRO-3 (its partitioned weights need every process to make the same calls).
+        sub_batch_overhead_tokens (`int`, *optional*, defaults to 256):
+            What one more backbone call costs, in tokens: rows are split into the sub-batches that minimise
+            `sum(rows x longest row) + sub_batch_overhead_tokens x number of sub-batches`. Raise it where a call's
+            fixed cost (kernel launches) is high compared with its tokens.
 
     Example:
 
@@ -45,12 +55,16 @@ class LlaveEmbeddingConfig(PretrainedConfig):
     backbone_config: dict | PretrainedConfig | None = None
     pooling: Literal["last", "mean"] = "last"
     normalize: bool = True
+    sub_batching: bool = True
+    sub_batch_overhead_tokens: int = 256
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         backbone_family(self.backbone_config)  # raises for an unsupported family
         if self.pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}.")
+        if self.sub_batch_overhead_tokens < 0:
+            raise ValueError(f"sub_batch_overhead_tokens must be >= 0, got {self.sub_batch_overhead_tokens}.")
 
     @property
     def hidden_size(self) -> int:

@@ -8,6 +8,7 @@ This file travels inside every checkpoint (``trust_remote_code``): it imports on
 its sibling files.
 """
 
+import itertools
 import numbers
 from collections.abc import Iterator, Mapping, Sized
 from collections.abc import Set as AbstractSet
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoProcessor, PreTrainedModel
@@ -69,6 +71,30 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str
         return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
     mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def length_sub_batches(lengths: list[int], overhead_tokens: int) -> list[list[int]]:
+    """Splits rows into sub-batches of similar length: the partition minimising the tokens computed,
+    `sum(rows x longest row)`, plus `overhead_tokens` per sub-batch. Returns row indices, ascending in each
+    sub-batch, longest sub-batch first.
+
+    Exact: over rows sorted by length an optimal partition cuts the sorted order into runs, found here by
+    dynamic programming in O(rows^2).
+    """
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    size = len(order)
+    best, cut = [0] * (size + 1), [size] * (size + 1)  # best[k]: cost of the rows order[k:]
+    for k in reversed(range(size)):
+        # on a tie, the fewer sub-batches (the larger `end`)
+        cost, end = min(
+            (overhead_tokens + (end - k) * lengths[order[k]] + best[end], -end) for end in range(k + 1, size + 1)
+        )
+        best[k], cut[k] = cost, -end
+    groups, k = [], 0
+    while k < size:
+        groups.append(sorted(order[k : cut[k]]))
+        k = cut[k]
+    return groups
 
 
 class LlaveEmbeddingPreTrainedModel(PreTrainedModel):
@@ -184,16 +210,73 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             backbone_inputs.update((name, given[name]) for name in family.image_inputs if given[name] is not None)
             backbone_inputs["pixel_values"] = pixel_values.to(self.dtype)
 
-        outputs = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs, **kwargs
-        )
-        hidden_states = outputs.last_hidden_state
-        embeddings = pool(hidden_states, attention_mask, self.config.pooling).float()
+        # Extra tensors (e.g. position_ids) would need cutting by rows too: those calls stay padded. So do calls under
+        # DeepSpeed ZeRO-3, whose partitioned weights need every process to run the same modules equally often.
+        groups = None
+        extra_tensors = any(isinstance(value, torch.Tensor) for value in kwargs.values())
+        if self.config.sub_batching and not extra_tensors and not is_deepspeed_zero3_enabled():
+            groups = self._sub_batches(input_ids, attention_mask)
+        if groups is None:
+            outputs = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs, **kwargs
+            )
+            hidden_states = outputs.last_hidden_state
+            embeddings = pool(hidden_states, attention_mask, self.config.pooling).float()
+        else:
+            embeddings, hidden_states = self._forward_sub_batches(
+                groups, input_ids, attention_mask, backbone_inputs, output_hidden_states, kwargs
+            )
         if self.config.normalize:
             embeddings = F.normalize(embeddings, dim=-1)
         return LlaveEmbeddingOutput(
             embeddings=embeddings, last_hidden_state=hidden_states if output_hidden_states else None
         )
+
+    def _sub_batches(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple] | None:
+        """`[(rows, length, images)]` per sub-batch (`config.sub_batching`), or `None` when one padded call is
+        as cheap. `images` are the indices of the sub-batch's images among the batch's, in row order."""
+        family = self.backbone_family
+        lengths = attention_mask.sum(dim=1)
+        if family.multimodal:
+            image_token = getattr(self.config.backbone_config, family.image_token_attr)
+            has_image = (input_ids == image_token).any(dim=1)
+            lengths, has_image = torch.stack([lengths, has_image.to(lengths.dtype)]).tolist()  # one host sync
+        else:
+            lengths, has_image = lengths.tolist(), [0] * len(input_ids)
+        groups = length_sub_batches(lengths, self.config.sub_batch_overhead_tokens)
+        if len(groups) == 1:
+            return None
+        image_index = [count - flag for count, flag in zip(itertools.accumulate(has_image), has_image)]
+        return [
+            (rows, max(lengths[row] for row in rows), [image_index[row] for row in rows if has_image[row]])
+            for rows in groups
+        ]
+
+    def _forward_sub_batches(self, groups, input_ids, attention_mask, backbone_inputs, output_hidden_states, kwargs):
+        """Pooled embeddings (in row order) and, when asked, the right-aligned hidden states of the sub-batches."""
+        family = self.backbone_family
+        token_names = [name for name in family.token_inputs if name in backbone_inputs]
+        pooled, hidden_parts = [], []
+        for rows, length, images in groups:
+            index = torch.tensor(rows, device=input_ids.device)
+            inputs = {name: backbone_inputs[name][index, :length] for name in token_names}
+            if images:
+                inputs.update(family.select_images(backbone_inputs, images))
+            mask = attention_mask[index, :length]
+            hidden = self.backbone(
+                input_ids=input_ids[index, :length], attention_mask=mask, use_cache=False, **inputs, **kwargs
+            ).last_hidden_state
+            pooled.append(pool(hidden, mask, self.config.pooling).float())
+            hidden_parts.append((index, hidden))
+        order = torch.tensor([row for rows, _, _ in groups for row in rows], device=input_ids.device)
+        embeddings = torch.cat(pooled)[torch.argsort(order)]
+        hidden_states = None
+        if output_hidden_states:
+            first = hidden_parts[0][1]
+            hidden_states = first.new_zeros(*input_ids.shape, first.shape[-1])
+            for index, hidden in hidden_parts:
+                hidden_states[index, : hidden.shape[1]] = hidden
+        return embeddings, hidden_states
 
     # ------------------------------------------------------------------------------------------------------------
     # encode
@@ -230,6 +313,7 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         convert_to: ConvertTo = "tensor",
         processor=None,
         item_names: list[str] | None = None,
+        distributed: bool = False,
     ):
         r"""
         Embeds texts, images, or image+text pairs.
@@ -247,6 +331,11 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             processor (*optional*): overrides `model.processor`.
             item_names (`list[str]`, *optional*): what error messages call each item (default `"item <index>"`),
                 e.g. the positions in a request that a server received.
+            distributed (`bool`): under `torch.distributed` (`accelerate launch`, `torchrun`), each process encodes
+                its share of the items (every `world_size`-th of the length-sorted items, so shares cost alike) and
+                all embeddings are gathered: every process must call `encode` with the same items and gets all
+                embeddings back. A bad item raises on every process. Under DeepSpeed ZeRO-3, whose partitioned
+                weights need every process to run the same forwards, each process encodes everything.
 
         Returns:
             `(num_items, hidden_size)` embeddings (L2-normalised when `config.normalize`), one row per item, in input
@@ -301,7 +390,11 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         max_pixels = getattr(processor, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
         # Longest first (images count as long): batch-mates pad little, and a too-large batch fails at once.
         order = sorted(range(size), key=lambda i: (images[i] is not None, len(texts[i] or "")), reverse=True)
+        world, rank = 1, 0
+        if distributed and dist.is_available() and dist.is_initialized() and not is_deepspeed_zero3_enabled():
+            world, rank = dist.get_world_size(), dist.get_rank()
         show = show_progress_bar if show_progress_bar is not None else size >= _PROGRESS_BAR_MIN_ITEMS
+        show = show and rank == 0
         from tqdm.auto import tqdm  # transformers depends on tqdm
 
         embeddings = torch.empty(size, self.config.hidden_size, dtype=torch.float32)
@@ -309,9 +402,11 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         self.eval()  # no dropout: an item's embedding must not depend on the call
         # ZeRO-3 gathers partitioned weights in hooks that inference-mode tensors break (evaluation mid-training).
         no_grad = torch.no_grad() if is_deepspeed_zero3_enabled() else torch.inference_mode()
+        local = order[rank::world]
+        failure = None
         try:
-            for start in tqdm(range(0, size, batch_size), desc="Encoding", disable=not show, unit="batch"):
-                indices = order[start : start + batch_size]
+            for start in tqdm(range(0, len(local), batch_size), desc="Encoding", disable=not show, unit="batch"):
+                indices = local[start : start + batch_size]
                 names = [item_names[i] for i in indices]
                 # Opened one batch at a time: a call holds at most `batch_size` decoded images.
                 batch_images = [
@@ -327,14 +422,40 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                 if bad:
                     raise NonFiniteEmbeddingError(f"non-finite embedding for {', '.join(names[b] for b in bad)}.")
                 embeddings[indices] = batch_embeddings
+        except Exception as error:
+            if world == 1:
+                raise
+            failure = error  # raised below, after every process has heard of it (or the others would hang)
         finally:
             self.train(was_training)
+        if world > 1:
+            self._gather_shares(embeddings, order, world, failure)
 
         if convert_to == "numpy":
             return embeddings.numpy()
         if convert_to == "list":
             return embeddings.tolist()
         return embeddings
+
+    def _gather_shares(self, embeddings: torch.Tensor, order: list[int], world: int, failure: Exception | None):
+        """Fills `embeddings` (all items) with every process's share, `order[rank::world]`; raises on every process
+        when any failed."""
+        failures = [None] * world
+        dist.all_gather_object(failures, None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        failed = [(rank, message) for rank, message in enumerate(failures) if message is not None]
+        if failed:
+            raise RuntimeError(f"encode failed on process {failed[0][0]}: {failed[0][1]}")
+        # NCCL gathers only device tensors; gloo takes CPU ones.
+        device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        shares = [order[rank::world] for rank in range(world)]
+        mine = embeddings.new_zeros(len(shares[0]), embeddings.shape[1])  # shares differ by at most one item
+        mine[: len(shares[dist.get_rank()])] = embeddings[shares[dist.get_rank()]]
+        parts = [torch.empty_like(mine, device=device) for _ in range(world)]
+        dist.all_gather(parts, mine.to(device))
+        for share, part in zip(shares, parts):
+            embeddings[share] = part[: len(share)].cpu()
 
 
 __all__ = [
@@ -343,5 +464,6 @@ __all__ = [
     "LlaveEmbeddingPreTrainedModel",
     "NonFiniteEmbeddingError",
     "align_right",
+    "length_sub_batches",
     "pool",
 ]

@@ -1,13 +1,17 @@
 # Copyright 2025 The llave-hf Authors. Licensed under the Apache License, Version 2.0.
-"""`llave-eval`: scores a model on MMEB (or any data in MMEB-eval format) and prints the summary table."""
+"""`llave-eval`: scores a model on MMEB (or any data in MMEB-eval format) and prints the summary table.
+
+Under `accelerate launch` (or `torchrun`) each process encodes a share of every dataset's distinct items on its own
+device; the main process gathers the embeddings, scores and writes the files, as a single process would.
+"""
 
 import argparse
 from collections.abc import Sequence
 
-import torch
 from transformers import AutoModel, AutoProcessor
 
 from ..evaluation import MMEB_HUB_ID, MMEBEvaluator, format_summary
+from ..evaluation.evaluator import process_state
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,7 +51,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-queries", type=int, default=None, help="score only the first N queries per dataset")
     parser.add_argument("--split", default="test", help="split of Hub datasets")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", default=None, help="default: this process's device (accelerate's; the GPU when there is one)"
+    )
     parser.add_argument("--dtype", default="auto", help="model dtype, e.g. bfloat16 (default: the checkpoint's)")
     parser.add_argument("--no-histograms", action="store_true", help="skip the similarity histograms (matplotlib)")
     return parser.parse_args(argv)
@@ -68,15 +74,18 @@ def main(argv: Sequence[str] | None = None):
         histograms=not args.no_histograms,
         allow_absolute_image_paths=args.allow_absolute_image_paths,
     )
+    state = process_state()  # one process per device under `accelerate launch`
+    device = args.device or state.device
     # Without the flag, a folder naming another model_type with an auto_map is refused by transformers instead of
     # importing its Python; a LLaVE checkpoint needs no flag, as importing llave_hf registered its classes.
     trust = args.trust_remote_code
-    model = AutoModel.from_pretrained(args.model, trust_remote_code=trust, dtype=args.dtype).to(args.device).eval()
+    model = AutoModel.from_pretrained(args.model, trust_remote_code=trust, dtype=args.dtype).to(device).eval()
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=trust)
     if args.max_image_pixels is not None:
         processor.max_image_pixels = args.max_image_pixels
     results = evaluator(model, processor=processor)
-    print(format_summary(results), end="")
+    if state.is_main_process:
+        print(format_summary(results), end="")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather, gather_object
 from tqdm.auto import tqdm
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
 from ..metrics import retrieval_metrics, similarity_stats, split_positive_negative
@@ -82,6 +85,12 @@ def _encode_function(model, processor=None) -> Callable:
     if callable(model) and not isinstance(model, torch.nn.Module):
         return model
     raise TypeError(f"Expected a model with `encode` or an encode callable, got {type(model).__name__}.")
+
+
+def process_state() -> PartialState:
+    """accelerate's state of this process (shared with an `Accelerator` already made): several processes under
+    `accelerate launch` or `torchrun`, on GPUs or, on a machine without one, on CPUs (gloo)."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 class MMEBEvaluator:
@@ -207,15 +216,54 @@ class MMEBEvaluator:
 
     # ---- encoding and scoring ----
 
+    @staticmethod
+    def _splits_items() -> bool:
+        """Whether the processes share out the items: several processes, and no DeepSpeed ZeRO-3, whose partitioned
+        weights need every process to run the same forwards (then each process encodes everything)."""
+        return process_state().num_processes > 1 and not is_deepspeed_zero3_enabled()
+
     def _embed(self, name: str, items, encode: Callable) -> np.ndarray:
         # Image items first, then longest texts first: batch-mates pad little.
         order = sorted(
             range(len(items)), key=lambda i: (items[i][1] is not None, len(items[i][0] or "")), reverse=True
         )
+        if not self._splits_items():
+            embedded = self._embed_items(name, items, order, encode, self.show_progress_bar)
+            embeddings = np.empty_like(embedded)
+            embeddings[order] = embedded
+            return embeddings
+        state = process_state()
+        processes = state.num_processes
+        # Process r takes order[r::processes] (similar lengths everywhere): split_between_processes cuts this list
+        # into exactly these contiguous shares, padded with its last item to equal sizes for the gather.
+        shares = [order[rank::processes] for rank in range(processes)]
+        with state.split_between_processes([i for share in shares for i in share], apply_padding=True) as local:
+            failure = None
+            try:
+                show = self.show_progress_bar and state.is_main_process
+                embeddings = self._embed_items(name, items, local, encode, show)
+            except Exception as error:  # every process must learn of it, or the others hang in the gather
+                failure = error
+            failures = gather_object([None if failure is None else f"{type(failure).__name__}: {failure}"])
+            if failure is not None:
+                raise failure
+            failed = [(rank, message) for rank, message in enumerate(failures) if message is not None]
+            if failed:
+                raise RuntimeError(f"Dataset {name!r}: process {failed[0][0]} failed: {failed[0][1]}")
+            gathered = gather(torch.from_numpy(embeddings).to(state.device)).cpu().numpy()
+        per_process = len(local)
+        result = np.empty((len(items), gathered.shape[1]), dtype=np.float32)
+        for rank, share in enumerate(shares):
+            result[share] = gathered[rank * per_process : rank * per_process + len(share)]
+        return result
+
+    def _embed_items(self, name: str, items, order: list[int], encode: Callable, show_progress_bar: bool) -> np.ndarray:
+        """The normalised embeddings of `items[i]` for i in `order`, in that order."""
         embeddings = None
-        with tqdm(total=len(items), desc=name, unit="item", disable=not self.show_progress_bar) as progress:
-            for start in range(0, len(order), self.batch_size):
-                indices = order[start : start + self.batch_size]
+        with tqdm(total=len(order), desc=name, unit="item", disable=not show_progress_bar) as progress:
+            for position in range(0, len(order), self.batch_size):
+                indices = order[position : position + self.batch_size]
+                rows = slice(position, position + len(indices))
                 with torch.no_grad():
                     output = encode(
                         texts=[items[i][0] for i in indices],
@@ -227,8 +275,8 @@ class MMEBEvaluator:
                 if output.shape[0] != len(indices):
                     raise ValueError(f"Dataset {name!r}: encode returned {len(output)} rows for {len(indices)} items.")
                 if embeddings is None:
-                    embeddings = np.empty((len(items), output.shape[1]), dtype=np.float32)
-                embeddings[indices] = output
+                    embeddings = np.empty((len(order), output.shape[1]), dtype=np.float32)
+                embeddings[rows] = output
                 progress.update(len(indices))
         # Cosine similarity, as MMEB, whatever the model's own normalisation.
         return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
@@ -250,6 +298,14 @@ class MMEBEvaluator:
         encode = _encode_function(model, processor)
         prepared = self.prepare(name)
         embeddings = self._embed(name, prepared.items, encode)
+        state = process_state()
+        if state.num_processes == 1:
+            return self._score_and_save(name, prepared, embeddings, model)
+        # Under several processes the main one scores and writes; the others receive its result.
+        result = self._score_and_save(name, prepared, embeddings, model) if state.is_main_process else None
+        return broadcast_object_list([result])[0]
+
+    def _score_and_save(self, name: str, prepared: PreparedDataset, embeddings: np.ndarray, model) -> DatasetResult:
         scores = self._score(embeddings, prepared.queries, prepared.candidates)
         metrics = retrieval_metrics(scores, k_values=self.k_values)
         positive, hardest, negatives = split_positive_negative(scores)
@@ -333,7 +389,7 @@ class MMEBEvaluator:
                 for name in self.dataset_names
             }
         )
-        if self.output_dir is not None:
+        if self.output_dir is not None and process_state().is_main_process:
             results.save(os.path.join(self.output_dir, "summary.json"))
             with open(os.path.join(self.output_dir, "summary.md"), "w", encoding="utf-8") as f:
                 f.write(format_summary(results))
