@@ -57,6 +57,30 @@ def pil_image_processor(image_processor):
     return pil_class.from_dict(image_processor.to_dict())
 
 
+def _modality_settings(text_kwargs, images_kwargs, audio_kwargs, videos_kwargs, common_kwargs) -> dict:
+    """The settings of a per-modality processor call that `LlaveProcessor` honours; raises for any other."""
+    settings = {}
+    groups = {
+        "text_kwargs": text_kwargs,
+        "images_kwargs": images_kwargs,
+        "audio_kwargs": audio_kwargs,
+        "videos_kwargs": videos_kwargs,
+        "common_kwargs": common_kwargs,
+    }
+    for group, given in groups.items():
+        for key, value in (given or {}).items():
+            if key == "padding" and value in (True, "longest"):
+                continue  # always padded to the longest prompt
+            if group in ("text_kwargs", "common_kwargs"):
+                if key == "truncation" and value not in (False, None, "do_not_truncate"):
+                    continue  # the user text is always truncated to fit max_length
+                if key in ("max_length", "return_tensors"):
+                    settings[key] = value
+                    continue
+            raise TypeError(f"LlaveProcessor cannot honour {group}[{key!r}]={value!r}.")
+    return settings
+
+
 class LlaveProcessor(ProcessorMixin):
     r"""
     Turns texts and images into the inputs of [`LlaveEmbeddingModel`], in the LLaVE prompt format.
@@ -190,6 +214,12 @@ class LlaveProcessor(ProcessorMixin):
         instruction: str | None = None,
         return_tensors: str | None = "pt",
         item_names: list[str] | None = None,
+        max_length: int | None = None,
+        text_kwargs: dict | None = None,
+        images_kwargs: dict | None = None,
+        audio_kwargs: dict | None = None,
+        videos_kwargs: dict | None = None,
+        common_kwargs: dict | None = None,
         **kwargs,
     ) -> BatchFeature:
         """
@@ -198,6 +228,11 @@ class LlaveProcessor(ProcessorMixin):
             images: one image or a list parallel to `text` (PIL images or paths; an entry may be `None`).
             instruction: prepended to every text (e.g. `"Represent the given image for classification."`).
             item_names: names used in error messages (defaults to `"item <i>"`).
+            max_length: overrides `self.max_length` for this call.
+            text_kwargs, images_kwargs, audio_kwargs, videos_kwargs, common_kwargs: transformers' per-modality
+                convention, as sentence-transformers calls processors. Honoured: `padding` (`True`/`"longest"`, what
+                this processor always does), `truncation` (true: the user text is always truncated to fit),
+                `max_length` and `return_tensors`; any other setting raises `TypeError` rather than being ignored.
 
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask` and the backbone's image inputs (`pixel_values` with
@@ -205,6 +240,16 @@ class LlaveProcessor(ProcessorMixin):
         """
         if kwargs:
             raise TypeError(f"LlaveProcessor got unexpected arguments: {', '.join(kwargs)}.")
+        settings = _modality_settings(text_kwargs, images_kwargs, audio_kwargs, videos_kwargs, common_kwargs)
+        return_tensors = settings.get("return_tensors", return_tensors)
+        max_length = settings.get("max_length", max_length)
+        if max_length is not None and max_length != self.max_length:
+            # Per call: a copy would lose nothing, but the processor is shared (model.processor, collator).
+            saved, self.max_length = self.max_length, max_length
+            try:
+                return self(text, images, instruction, return_tensors, item_names)
+            finally:
+                self.max_length = saved
         texts = [text] if isinstance(text, str) else list(text) if text is not None else None
         image_list = [images] if images is not None and not isinstance(images, (list, tuple)) else images
         if texts is None and image_list is None:

@@ -138,6 +138,9 @@ class LlaveModelCardData:
         eval_results: MMEB Precision@1 as fractions: an `EvaluationResults` (its `.precision_at_1`) or a
             {dataset: P@1} mapping. Feeds the evaluation table and the `model-index` metadata.
         widget: widget entries (see `widget_examples`).
+        prompts: the instructions sentence-transformers prepends by name (`{"query": ..., "document": ...}` for
+            `encode_query` and `encode_document`), written to `config_sentence_transformers.json` and shown in the
+            usage snippet.
     """
 
     repo_id: str | None = None
@@ -150,6 +153,7 @@ class LlaveModelCardData:
     training_args: Mapping[str, Any] | None = None
     eval_results: EvaluationResults | Mapping[str, float] | None = None
     widget: list[dict] | None = None
+    prompts: Mapping[str, str] | None = None
 
     def render(self, model, template_path: str | os.PathLike = TEMPLATE_PATH) -> ModelCard:
         """The card of `model` (a `LlaveEmbeddingModel`), rendered from the Jinja template at `template_path`."""
@@ -185,6 +189,7 @@ class LlaveModelCardData:
             training_args={key: value for key, value in training_args.items() if not key.endswith("_token")},
             eval_rows=eval_rows,
             aggregates=aggregates,
+            prompts=dict(self.prompts or {}),
         )
 
 

@@ -121,7 +121,7 @@ class HubPublishMixin:
             sharded = is_deepspeed_zero3_enabled() or self.is_fsdp_enabled
             card_data["widget"] = None if sharded else widget_examples(model, self.processing_class)
         card = render_model_card(model, training_args=self.hub_training_settings(), **card_data)
-        write_hub_files(self.args.output_dir, model, card)
+        write_hub_files(self.args.output_dir, model, card, prompts=card_data.get("prompts"))
 
     def create_model_card(
         self,
