@@ -111,6 +111,8 @@ class HubPublishMixin:
         if not self.is_world_process_zero():
             return
         model = self.accelerator.unwrap_model(self.model)
+        if hasattr(model, "get_base_model"):  # a PEFT model: the card and code are the base model's
+            model = model.get_base_model()
         card_data = {
             "repo_id": self.hub_model_id or self.args.hub_model_id,
             **self.hub_card_kwargs,
