@@ -28,6 +28,9 @@ class LlaveEmbeddingConfig(PretrainedConfig):
             non-padding tokens.
         normalize (`bool`, *optional*, defaults to `True`):
             L2-normalise the embeddings, so that cosine similarity is a dot product.
+        matryoshka_dims (`list[int]`, *optional*):
+            The dimensions the model was trained to be truncated to (Matryoshka training), largest first;
+            `encode(truncate_dim=d)` keeps the first `d` dimensions and re-normalises. `None`: not trained so.
 
     Example:
 
@@ -45,6 +48,7 @@ class LlaveEmbeddingConfig(PretrainedConfig):
     backbone_config: dict | PretrainedConfig | None = None
     pooling: Literal["last", "mean"] = "last"
     normalize: bool = True
+    matryoshka_dims: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -221,6 +221,7 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         convert_to: ConvertTo = "tensor",
         processor=None,
         item_names: list[str] | None = None,
+        truncate_dim: int | None = None,
     ):
         r"""
         Embeds texts, images, or image+text pairs.
@@ -238,10 +239,13 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             processor (*optional*): overrides `model.processor`.
             item_names (`list[str]`, *optional*): what error messages call each item (default `"item <index>"`),
                 e.g. the positions in a request that a server received.
+            truncate_dim (`int`, *optional*): keep the first `truncate_dim` dimensions (re-normalised when
+                `config.normalize`): Matryoshka embeddings. Meaningful at the dimensions the model was trained for,
+                `config.matryoshka_dims`; others give a warning.
 
         Returns:
             `(num_items, hidden_size)` embeddings (L2-normalised when `config.normalize`), one row per item, in input
-            order.
+            order; `(num_items, truncate_dim)` with `truncate_dim`.
 
         Raises:
             `ValueError` (or `FileNotFoundError`, `TypeError`) naming the item for bad input: empty inputs, lists of
@@ -254,6 +258,12 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             raise ValueError(f"convert_to must be 'tensor', 'numpy' or 'list', got {convert_to!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        if truncate_dim is not None:
+            if not 1 <= truncate_dim <= self.config.hidden_size:
+                raise ValueError(f"truncate_dim must be in [1, {self.config.hidden_size}], got {truncate_dim}.")
+            trained = self.config.matryoshka_dims or [self.config.hidden_size]
+            if truncate_dim not in trained:
+                logger.warning_once(f"truncate_dim={truncate_dim}: this model was trained at dimensions {trained}.")
         processor = processor if processor is not None else self.get_processor()
         texts = [texts] if isinstance(texts, str) else texts
         images = [images] if images is not None and not isinstance(images, (list, tuple)) else images
@@ -305,6 +315,9 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         finally:
             self.train(was_training)
 
+        if truncate_dim is not None and truncate_dim < embeddings.shape[1]:
+            embeddings = embeddings[:, :truncate_dim]
+            embeddings = F.normalize(embeddings, dim=-1) if self.config.normalize else embeddings.contiguous()
         if convert_to == "numpy":
             return embeddings.numpy()
         if convert_to == "list":
