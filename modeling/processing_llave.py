@@ -178,8 +178,10 @@ class LlaveProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------------------------------
     # tokenization
 
-    def _fit_prompt(self, text: str, image_count: int, name: str) -> list[int]:
-        """Token ids of the prompt of one item; truncates the user text when the prompt exceeds `max_length`."""
+    def _fit_prompt(self, text: str, image_count: int, name: str, max_length: int | None = None) -> list[int]:
+        """Token ids of the prompt of one item; truncates the user text when the prompt exceeds `max_length`
+        (default `self.max_length`)."""
+        max_length = max_length or self.max_length
         image_text = self._image_tokens(image_count) if image_count else ""
 
         def encode(user_text: str) -> list[int]:
@@ -187,24 +189,24 @@ class LlaveProcessor(ProcessorMixin):
             return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
         ids = encode(text)
-        if len(ids) <= self.max_length:
+        if len(ids) <= max_length:
             return ids
         fixed = len(encode(self.image_token if image_count else ""))
-        if fixed >= self.max_length:
+        if fixed >= max_length:
             raise ValueError(
-                f"{name}: the prompt template and image tokens alone take {fixed} tokens, over max_length={self.max_length}."
+                f"{name}: the prompt template and image tokens alone take {fixed} tokens, over max_length={max_length}."
             )
         text_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        keep = len(text_ids) - (len(ids) - self.max_length)
-        while len(ids) > self.max_length and keep > 0:
+        keep = len(text_ids) - (len(ids) - max_length)
+        while len(ids) > max_length and keep > 0:
             truncated = self.tokenizer.decode(text_ids[:keep])
             if image_count and self.image_token not in truncated:
                 truncated = text.split(self.image_token, 1)[0] + self.image_token
             ids = encode(truncated)
-            keep -= max(1, len(ids) - self.max_length)
-        if len(ids) > self.max_length:
-            raise ValueError(f"{name}: cannot fit the prompt into max_length={self.max_length} tokens.")
-        logger.warning(f"{name}: text truncated to fit max_length={self.max_length} tokens.")
+            keep -= max(1, len(ids) - max_length)
+        if len(ids) > max_length:
+            raise ValueError(f"{name}: cannot fit the prompt into max_length={max_length} tokens.")
+        logger.warning(f"{name}: text truncated to fit max_length={max_length} tokens.")
         return ids
 
     def __call__(
@@ -242,14 +244,7 @@ class LlaveProcessor(ProcessorMixin):
             raise TypeError(f"LlaveProcessor got unexpected arguments: {', '.join(kwargs)}.")
         settings = _modality_settings(text_kwargs, images_kwargs, audio_kwargs, videos_kwargs, common_kwargs)
         return_tensors = settings.get("return_tensors", return_tensors)
-        max_length = settings.get("max_length", max_length)
-        if max_length is not None and max_length != self.max_length:
-            # Per call: a copy would lose nothing, but the processor is shared (model.processor, collator).
-            saved, self.max_length = self.max_length, max_length
-            try:
-                return self(text, images, instruction, return_tensors, item_names)
-            finally:
-                self.max_length = saved
+        max_length = settings.get("max_length", max_length) or self.max_length
         texts = [text] if isinstance(text, str) else list(text) if text is not None else None
         image_list = [images] if images is not None and not isinstance(images, (list, tuple)) else images
         if texts is None and image_list is None:
@@ -274,7 +269,7 @@ class LlaveProcessor(ProcessorMixin):
         image_inputs, counts = self.process_images(loaded) if loaded else ({}, [])
         counts_iter = iter(counts)
         input_ids = [
-            self._fit_prompt(prompt, next(counts_iter) if image is not None else 0, name)
+            self._fit_prompt(prompt, next(counts_iter) if image is not None else 0, name, max_length)
             for name, prompt, image in zip(names, prompts, image_list)
         ]
         batch = self.tokenizer.pad({"input_ids": input_ids}, padding=True, return_tensors=return_tensors)
