@@ -16,7 +16,8 @@ from datasets import Dataset
 from transformers import BatchFeature
 from transformers.utils import logging
 
-from .modeling.processing_llave import load_image
+from .image_paths import resolve_image_path
+from .modeling.processing_llave import DEFAULT_MAX_IMAGE_PIXELS, load_image
 
 
 logger = logging.get_logger(__name__)
@@ -149,7 +150,10 @@ class ContrastiveCollator:
     Args:
         processor: the model's `LlaveProcessor`.
         num_hard_negatives: hard negatives per query taken from `neg_text`/`neg_image_path` (0 = none).
-        image_root: folder the image paths are relative to (default: as given, i.e. relative to the working directory).
+        image_root: folder the image paths are relative to (default: the working directory). A path that leads out
+            of it (absolute, `..`, a symbolic link pointing out) is a bad row (`llave_hf.image_paths`).
+        allow_absolute_image_paths: trust the data's image paths: absolute ones and those leading out of the root are
+            used as given.
         skip_bad_samples: replace (or drop) bad rows instead of raising.
         dataset: the training dataset, to draw replacements for bad rows from.
         max_replacement_attempts: draws per bad row before giving up with an error.
@@ -161,6 +165,7 @@ class ContrastiveCollator:
         *,
         num_hard_negatives: int = 0,
         image_root: str | os.PathLike | None = None,
+        allow_absolute_image_paths: bool = False,
         skip_bad_samples: bool = False,
         dataset: Dataset | None = None,
         max_replacement_attempts: int = 16,
@@ -170,6 +175,7 @@ class ContrastiveCollator:
         self.processor = processor
         self.num_hard_negatives = num_hard_negatives
         self.image_root = os.fspath(image_root) if image_root is not None else None
+        self.allow_absolute_image_paths = allow_absolute_image_paths
         self.skip_bad_samples = skip_bad_samples
         self.dataset = dataset
         self.max_replacement_attempts = max_replacement_attempts
@@ -185,7 +191,8 @@ class ContrastiveCollator:
         """An item's text and loaded image; raises naming the item and the file when it is unusable."""
         image = None
         if path:
-            image = load_image(os.path.join(self.image_root, path) if self.image_root else path, name)
+            path = resolve_image_path(path, self.image_root, name, self.allow_absolute_image_paths)
+            image = load_image(path, name, getattr(self.processor, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
         self.processor.format_text(text or None, image is not None, name=name)  # validates text and placeholder
         return text or None, image
 

@@ -192,7 +192,8 @@ def convert_vision_config(state_dict: dict[str, torch.Tensor], mm_hidden_size: i
 def prepare_tokenizer(src: str | Path, original_config: dict):
     """The released tokenizer with the tokens the released loader adds and those transformers' classes need."""
     # SRC's config.json is LLaVA-NeXT's, not a transformers config: name the language model's family instead.
-    tokenizer = AutoTokenizer.from_pretrained(src, config=Qwen2Config())
+    # A released LLaVE tokenizer is Qwen2's: nothing from SRC's folder is run (no prompt either).
+    tokenizer = AutoTokenizer.from_pretrained(src, config=Qwen2Config(), trust_remote_code=False)
     if original_config.get("mm_use_im_patch_token", True):
         tokenizer.add_tokens([IM_PATCH_TOKEN], special_tokens=True)
     added = [AddedToken(token, special=True, normalized=False) for token in (IMAGE_TOKEN, VIDEO_TOKEN)]

@@ -9,6 +9,7 @@ from accelerate.utils import DistributedType
 from transformers import Trainer
 from transformers.utils import logging
 
+from .checkpoints import latest_complete_checkpoint
 from .collator import ContrastiveBatch
 from .grad_cache import grad_cache_backward
 from .hub import HubPublishMixin
@@ -132,6 +133,15 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
 
     # --------------------------------------------------------------------------------------------------------------
     # checkpoints
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """As `Trainer.train`; `resume_from_checkpoint=True` resumes from the newest COMPLETE checkpoint of
+        `output_dir`, skipping (with a warning saying why) any newer one a crash left half-written."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = latest_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint to resume from in {self.args.output_dir}.")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _load_weights(self, checkpoint: str, model=None) -> None:
         # transformers 5 saves the backbone's weights under their legacy names (`save_pretrained` reverts its weight

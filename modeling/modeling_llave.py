@@ -20,7 +20,8 @@ from transformers.utils import ModelOutput, logging
 
 from .backbones import backbone_family
 from .configuration_llave import LlaveEmbeddingConfig
-from .processing_llave import load_image
+from .pipeline_llave import LLAVE_CUSTOM_PIPELINES  # imported here, the file also travels with the modeling files
+from .processing_llave import DEFAULT_MAX_IMAGE_PIXELS, load_image
 
 
 logger = logging.get_logger(__name__)
@@ -206,7 +207,12 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         return self.processor
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Also saves `self.processor` (when set), so that the folder, or a `push_to_hub`, can `encode` on its own."""
+        """Also saves `self.processor` (when set), so that the folder, or a `push_to_hub`, can `encode` on its own.
+
+        The config names the LLaVE pipeline (`pipeline_llave.py`, saved beside the modeling files) for
+        `pipeline("feature-extraction", ..., trust_remote_code=True)`: transformers' own would skip the LLaVE prompt
+        and pooling."""
+        self.config.custom_pipelines = LLAVE_CUSTOM_PIPELINES
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.processor is not None and kwargs.get("is_main_process", True):
             self.processor.save_pretrained(save_directory)
@@ -286,6 +292,7 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             if text is not None and not isinstance(text, str):
                 raise TypeError(f"{name}: a text must be a string or None, got {type(text).__name__}.")
 
+        max_pixels = getattr(processor, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
         # Longest first (images count as long): batch-mates pad little, and a too-large batch fails at once.
         order = sorted(range(size), key=lambda i: (images[i] is not None, len(texts[i] or "")), reverse=True)
         show = show_progress_bar if show_progress_bar is not None else size >= _PROGRESS_BAR_MIN_ITEMS
@@ -300,8 +307,10 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             for start in tqdm(range(0, size, batch_size), desc="Encoding", disable=not show, unit="batch"):
                 indices = order[start : start + batch_size]
                 names = [item_names[i] for i in indices]
+                # Opened one batch at a time: a call holds at most `batch_size` decoded images.
                 batch_images = [
-                    load_image(images[i], name) if images[i] is not None else None for i, name in zip(indices, names)
+                    load_image(images[i], name, max_pixels) if images[i] is not None else None
+                    for i, name in zip(indices, names)
                 ]
                 inputs = processor(
                     text=[texts[i] for i in indices], images=batch_images, instruction=instruction, item_names=names

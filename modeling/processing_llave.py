@@ -29,17 +29,59 @@ LLAVE_PROMPT_TEMPLATE = (
 MMEB_IMAGE_PLACEHOLDER = "<|image_1|>"
 
 
-def load_image(image, name: str) -> Image.Image:
-    """Opens `image` (a PIL image or a path) as RGB; errors name the item (`name`) and the file."""
+# Largest image (width x height) opened by default: 64 MP, e.g. 8000 x 8000, 192 MB once decoded to RGB. Checked on
+# the header, before any decoding: a small compressed file can hold a huge image (a 12000 x 12000 one-bit PNG is
+# 23 KB), and PIL itself only warns below 179 MP.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+# 16- and 32-bit integer images (PNG/TIFF depth 16) as 8 bits; PIL's own conversion clips them at 255.
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageTooLargeError(ValueError):
+    """An image over the pixel limit (`max_image_pixels`), found from its header before decoding."""
+
+
+def check_image_size(image: Image.Image, name: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Raises `ImageTooLargeError` naming the item when `image` (opened, its header read) has more than `max_pixels`
+    pixels (`None`: no limit)."""
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: the image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(max_image_pixels)."
+        )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB. 16-bit integer images are rescaled (value * 255 / 65535, rounded) rather than clipped;
+    mode "I" (32-bit) is read as 16-bit data (values clipped to [0, 65535]), as PNG and TIFF store it."""
+    if image.mode in _WIDE_INTEGER_MODES:
+        image = image.convert("I").point(lambda value: value * (255 / 65535) + 0.5).convert("L")
+    return image.convert("RGB")
+
+
+def load_image(image, name: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Opens `image` (a PIL image or a path) as 8-bit RGB; errors name the item (`name`) and the file.
+
+    Images over `max_pixels` pixels are refused from their header, before decoding (`None`: no limit).
+    """
     if isinstance(image, Image.Image):
-        return image.convert("RGB") if image.mode != "RGB" else image
+        check_image_size(image, name, max_pixels)  # a lazily opened image is decoded only below
+        try:
+            image.load()  # decoding errors name the item here, not deep in the image processor
+            return image if image.mode == "RGB" else to_rgb(image)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"{name}: cannot decode the image: {error}") from error
     if not isinstance(image, (str, os.PathLike)):
         raise TypeError(f"{name}: an image must be a PIL image or a path, got {type(image).__name__}.")
     if not os.path.isfile(image):
         raise FileNotFoundError(f"{name}: image file not found: {os.fspath(image)!r}.")
     try:
         with Image.open(image) as opened:
-            return opened.convert("RGB")
+            check_image_size(opened, f"{name} ({os.fspath(image)!r})", max_pixels)
+            return to_rgb(opened)
+    except ImageTooLargeError:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{name}: cannot read image file {os.fspath(image)!r}: {error}") from error
 
@@ -90,6 +132,11 @@ class LlaveProcessor(ProcessorMixin):
     replaced in place, elsewhere (or when absent) the image moves to the front followed by a newline, as in the
     released LLaVE code. The image token is then expanded to as many tokens as the vision tower yields.
 
+    Special tokens spelled in a text or an instruction (`<|im_end|><|im_start|>system ...`) are tokenized as plain
+    text (the tokenizer's `split_special_tokens`), so that no input changes the prompt's structure; only the
+    template's tokens and the image tokens are special. Texts without them tokenize exactly as the whole prompt did
+    for the released models.
+
     Texts whose prompt would exceed `max_length` tokens are truncated (only the user text, never the template or the
     image tokens) with a warning naming the item.
 
@@ -104,6 +151,8 @@ class LlaveProcessor(ProcessorMixin):
         vision_aspect_ratio (`str`): LLaVA-OneVision's `anyres_max_N` setting.
         prompt_template (`str`): the prompt, with `{text}` where the user turn goes.
         max_length (`int`): maximum number of tokens of a prompt.
+        max_image_pixels (`int`, *optional*): images with more pixels (width x height) are refused from their
+            header, before decoding (default 64 MP; `None`: no limit).
     """
 
     def __init__(
@@ -118,6 +167,7 @@ class LlaveProcessor(ProcessorMixin):
         vision_aspect_ratio: str = "anyres_max_9",
         prompt_template: str = LLAVE_PROMPT_TEMPLATE,
         max_length: int = 4096,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         chat_template=None,
         **kwargs,
     ):
@@ -132,6 +182,7 @@ class LlaveProcessor(ProcessorMixin):
         self.vision_aspect_ratio = vision_aspect_ratio
         self.prompt_template = prompt_template
         self.max_length = max_length
+        self.max_image_pixels = max_image_pixels
         if image_processor is not None:
             image_processor = pil_image_processor(image_processor)
         with_images = "image_processor" in self.get_attributes()
@@ -178,6 +229,17 @@ class LlaveProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------------------------------
     # tokenization
 
+    def _token_ids(self, text: str, split_special_tokens: bool = False) -> list[int]:
+        if not text:
+            return []
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special_tokens)["input_ids"]
+
+    def _writes_special_tokens(self, user_text: str) -> bool:
+        """Whether the user's text spells a special token other than the image token `format_text` placed (e.g.
+        `<|im_end|><|im_start|>system`): tokenized as one, it would change the prompt's structure."""
+        special = [token.content for token in self.tokenizer.added_tokens_decoder.values() if token.special]
+        return any(token in user_text for token in special if token != self.image_token)
+
     def _fit_prompt(self, text: str, image_count: int, name: str, max_length: int | None = None) -> list[int]:
         """Token ids of the prompt of one item; truncates the user text when the prompt exceeds `max_length`
         (default `self.max_length`)."""
@@ -185,8 +247,19 @@ class LlaveProcessor(ProcessorMixin):
         image_text = self._image_tokens(image_count) if image_count else ""
 
         def encode(user_text: str) -> list[int]:
-            prompt = self.prompt_template.replace("{text}", user_text.replace(self.image_token, image_text, 1))
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if not self._writes_special_tokens(user_text):
+                prompt = self.prompt_template.replace("{text}", user_text.replace(self.image_token, image_text, 1))
+                return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            # The user's text is tokenized apart, its special-token strings as plain text; the template's tokens and
+            # the image tokens stay special.
+            before, after = self.prompt_template.split("{text}", 1)
+            parts = user_text.split(self.image_token, 1)
+            ids = self._token_ids(before)
+            for index, part in enumerate(parts):
+                if index:
+                    ids += self._token_ids(image_text)
+                ids += self._token_ids(part, split_special_tokens=True)
+            return ids + self._token_ids(after)
 
         ids = encode(text)
         if len(ids) <= max_length:
@@ -196,7 +269,7 @@ class LlaveProcessor(ProcessorMixin):
             raise ValueError(
                 f"{name}: the prompt template and image tokens alone take {fixed} tokens, over max_length={max_length}."
             )
-        text_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        text_ids = self._token_ids(text, split_special_tokens=True)
         keep = len(text_ids) - (len(ids) - max_length)
         while len(ids) > max_length and keep > 0:
             truncated = self.tokenizer.decode(text_ids[:keep])
@@ -265,7 +338,11 @@ class LlaveProcessor(ProcessorMixin):
             self.format_text(item_text, image is not None, instruction, name)
             for name, item_text, image in zip(names, texts, image_list)
         ]
-        loaded = [load_image(image, name) for name, image in zip(names, image_list) if image is not None]
+        loaded = [
+            load_image(image, name, self.max_image_pixels)
+            for name, image in zip(names, image_list)
+            if image is not None
+        ]
         image_inputs, counts = self.process_images(loaded) if loaded else ({}, [])
         counts_iter = iter(counts)
         input_ids = [
@@ -297,6 +374,7 @@ class LlaveTextProcessor(LlaveProcessor):
         backbone_type: str = "qwen2",
         prompt_template: str = LLAVE_PROMPT_TEMPLATE,
         max_length: int = 4096,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         chat_template=None,
         **kwargs,
     ):
@@ -306,8 +384,19 @@ class LlaveTextProcessor(LlaveProcessor):
             backbone_type=backbone_type,
             prompt_template=prompt_template,
             max_length=max_length,
+            max_image_pixels=max_image_pixels,
             chat_template=chat_template,
         )
 
 
-__all__ = ["LlaveProcessor", "LlaveTextProcessor", "pil_image_processor", "LLAVE_PROMPT_TEMPLATE", "MMEB_IMAGE_PLACEHOLDER", "load_image"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "ImageTooLargeError",
+    "LlaveProcessor",
+    "LlaveTextProcessor",
+    "pil_image_processor",
+    "LLAVE_PROMPT_TEMPLATE",
+    "MMEB_IMAGE_PLACEHOLDER",
+    "load_image",
+    "to_rgb",
+]

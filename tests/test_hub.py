@@ -37,7 +37,7 @@ INSTRUCTION = "<|image_1|> Represent the given image with the following question
 CAPTION_INSTRUCTION = "Find me an everyday image that matches the given caption: "
 TRAINING = {"loss_alpha": 9.0, "loss_temperature": 0.02, "symmetric_loss": True, "learning_rate": 1e-5}
 EVAL = {"ImageNet-1K": 0.771, "N24News": 0.821, "MSCOCO": 0.87, "RefCOCO": 0.954, "Emoji_t2i": 0.5}
-CODE_FILES = {"modeling_llave.py", "configuration_llave.py", "processing_llave.py", "handler.py"}
+CODE_FILES = {"modeling_llave.py", "configuration_llave.py", "processing_llave.py", "pipeline_llave.py", "handler.py"}
 
 
 def _png_base64(image) -> str:

@@ -63,7 +63,7 @@ def test_fresh_process_loads_with_remote_code_only(tmp_path, make_image):
     script = textwrap.dedent(
         """
         import json, sys, torch
-        from transformers import AutoModel, AutoProcessor
+        from transformers import AutoModel, AutoProcessor, pipeline
         from PIL import Image
         import numpy as np
         root = sys.argv[1]
@@ -77,6 +77,11 @@ def test_fresh_process_loads_with_remote_code_only(tmp_path, make_image):
             processor = AutoProcessor.from_pretrained(f"{root}/{family}", trust_remote_code=True)
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
             out[family] = model.encode(texts=items["texts"], images=images, processor=processor).tolist()
+            # The checkpoint's own feature-extraction pipeline gives encode()'s embeddings.
+            pipe = pipeline("feature-extraction", model=f"{root}/{family}", trust_remote_code=True, device="cpu")
+            assert type(pipe).__module__.startswith("transformers_modules"), type(pipe).__module__
+            pairs = zip(items["texts"], images or [None] * len(items["texts"]))
+            out[family + " pipeline"] = pipe([{"text": text, "image": image} for text, image in pairs])
         assert "llave_hf" not in sys.modules
         json.dump(out, open(f"{root}/out.json", "w"))
         """
@@ -88,6 +93,7 @@ def test_fresh_process_loads_with_remote_code_only(tmp_path, make_image):
     out = json.loads((tmp_path / "out.json").read_text())
     for family in FAMILIES:
         torch.testing.assert_close(torch.tensor(out[family]), expected[family], rtol=0, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(out[f"{family} pipeline"]), expected[family], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

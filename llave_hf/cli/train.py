@@ -33,7 +33,7 @@ from ..lora import LoraArguments, LoraSave, apply_lora
 from ..mmeb_train import load_mmeb_train
 from ..modeling.configuration_llave import LlaveEmbeddingConfig
 from ..modeling.modeling_llave import LlaveEmbeddingModel
-from ..modeling.processing_llave import LlaveProcessor
+from ..modeling.processing_llave import DEFAULT_MAX_IMAGE_PIXELS, LlaveProcessor
 from ..processors import load_processor
 from ..sampler import ModalityLengthGroupedSampler
 from ..testing import FAMILIES, tiny_model_and_processor
@@ -94,10 +94,22 @@ class DataArguments:
         default=None, metadata={"help": "First N rows of each subset (LLaVE: 50000)."}
     )
     image_root: str | None = field(default=None, metadata={"help": "Folder the image paths are relative to."})
+    allow_absolute_image_paths: bool = field(
+        default=False,
+        metadata={
+            "help": "Trust the data's image paths: absolute ones and those leading out of --image_root (or "
+            "--eval_image_root) are used as given instead of being bad rows."
+        },
+    )
     num_hard_negatives: int = field(
         default=0, metadata={"help": "Hard negatives per query from neg_text/neg_image_path (LLaVE: 0)."}
     )
     max_length: int = field(default=4096, metadata={"help": "Maximum tokens per prompt (longer texts are truncated)."})
+    max_image_pixels: int | None = field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metadata={"help": "Images with more pixels (width x height) are bad rows, found from their header before "
+                  "decoding (saved with the processor)."},
+    )
     skip_bad_samples: bool = field(
         default=False,
         metadata={"help": "Replace rows with missing or unreadable images by other rows instead of stopping."},
@@ -204,6 +216,7 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
     try:
         # The arguments come first: under ZeRO-3 they make from_pretrained partition the weights while loading.
         model, processor = load_model_and_processor(model_args, training_args, data_args.max_length)
+        processor.max_image_pixels = data_args.max_image_pixels
         if model_args.lora_enabled:
             model = apply_lora(model, model_args)
         with training_args.main_process_first(desc="loading the training data"):
@@ -218,6 +231,7 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
             processor,
             num_hard_negatives=data_args.num_hard_negatives,
             image_root=data_args.image_root,
+            allow_absolute_image_paths=data_args.allow_absolute_image_paths,
             skip_bad_samples=data_args.skip_bad_samples,
             dataset=train_dataset,
         )
@@ -236,6 +250,7 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
                 output_dir=None,
                 keep_in_memory=True,
                 show_progress_bar=False,
+                allow_absolute_image_paths=data_args.allow_absolute_image_paths,
             )
         trainer = ContrastiveTrainer(
             model=model,

@@ -14,6 +14,7 @@ from typing import Literal, Union
 
 import numpy as np
 
+from ..image_paths import ImagePathError, resolve_image_path
 from .mmeb import MMEB_DATASETS, mmeb_order
 
 
@@ -55,6 +56,18 @@ def _check_columns(dataset: str, columns, row: int | None = None):
         raise MMEBDataError(f"{where}: missing column(s) {missing} (MMEB-eval format needs {list(REQUIRED_COLUMNS)}).")
 
 
+def check_dataset_name(name) -> None:
+    """Raises `MMEBDataError` unless `name` is a plain file name: it becomes `<output_dir>/<name>.json`, and a name
+    with a path separator or `..` would write outside the output folder (or read outside the data folder)."""
+    if not isinstance(name, str) or not name:
+        raise MMEBDataError(f"Dataset name {name!r}: a dataset name must be a non-empty string.")
+    if any(separator in name for separator in ("/", "\\", os.sep, "\0")) or ".." in name or name.startswith("."):
+        raise MMEBDataError(
+            f"Dataset name {name!r}: dataset names become file names (<name>.json); path separators, '..' and a "
+            "leading '.' are not allowed."
+        )
+
+
 def resolve_dataset_names(data: DataSource, datasets: Literal["all"] | Sequence[str]) -> list[str]:
     """The dataset names to score. `"all"` means every file of a local folder (MMEB ones in the paper's order
     first), every key of a mapping, or the 36 MMEB datasets for a Hub id; named datasets must exist in a folder or
@@ -74,7 +87,11 @@ def resolve_dataset_names(data: DataSource, datasets: Literal["all"] | Sequence[
         names = available if available is not None else list(MMEB_DATASETS)
         if not names:
             raise MMEBDataError(f"No dataset found in {data!r} (expected <Name>.parquet or <Name>.jsonl).")
+        for name in names:
+            check_dataset_name(name)
         return names
+    for name in datasets:
+        check_dataset_name(name)
     if available is not None:
         missing = [name for name in datasets if name not in available]
         if missing:
@@ -132,18 +149,15 @@ class PreparedDataset:
     num_duplicate_positives: int
 
 
-def _resolve_image(path: str | None, image_root: str) -> str | None:
-    if not path:
-        return None
-    return path if os.path.isabs(path) else os.path.join(image_root, path)
-
-
-def prepare_dataset(name: str, rows: Sequence, image_root: str) -> PreparedDataset:
+def prepare_dataset(
+    name: str, rows: Sequence, image_root: str, allow_absolute_image_paths: bool = False
+) -> PreparedDataset:
     """Validates the rows of dataset `name` (raising `MMEBDataError` naming the row) and deduplicates their items.
 
     Every distinct (text, image) item, query or candidate, gets one index. Candidates identical to their ground truth
     (same text and image) are dropped from that candidate list, as they are the same answer. Relative image paths
-    start from `image_root`; every image file must exist.
+    start from `image_root`; every image file must exist. A path leading out of `image_root` (absolute, `..`, a
+    symbolic link pointing out) is an error unless `allow_absolute_image_paths` (`llave_hf.image_paths`).
     """
     if not rows:
         raise MMEBDataError(f"Dataset {name!r} has no rows.")
@@ -159,7 +173,12 @@ def prepare_dataset(name: str, rows: Sequence, image_root: str) -> PreparedDatas
         for kind, value in (("text", text), ("image path", image_path)):
             if value is not None and not isinstance(value, str):
                 raise error(row, f"{where} {kind} must be a string, got {value!r}.")
-        image = _resolve_image(image_path, image_root)
+        try:
+            image = None
+            if image_path:
+                image = resolve_image_path(image_path, image_root, where, allow_absolute_image_paths)
+        except ImagePathError as path_error:
+            raise error(row, str(path_error)) from None
         key = (text or None, image)
         if key == (None, None):
             raise error(row, f"{where} has neither text nor image.")

@@ -74,7 +74,8 @@ class MMEBEvaluator:
         datasets (`"all"` or list of `str`): names to score. `"all"` means every file of a local folder (MMEB ones
             in the paper's order first), every key of a mapping, or the 36 MMEB datasets for a Hub id.
         image_root (`str`, *optional*): folder that relative image paths start from. Defaults to the data folder
-            for local data and to the working directory otherwise.
+            for local data and to the working directory otherwise. Paths leading out of it (absolute, `..`, symbolic
+            links pointing out) are an error naming the row.
         split (`str`): split of Hub datasets.
         output_dir (`str`, *optional*): where `<Name>.json` (scores, counts, diagnostics, run signature),
             `<Name>_similarity.png`, `summary.md` and `summary.json` go. Datasets whose JSON is already there are not
@@ -89,6 +90,8 @@ class MMEBEvaluator:
         show_progress_bar (`bool`): one tqdm bar per dataset.
         keep_in_memory (`bool`): keep the validated datasets between calls (for repeated evaluation during
             training, e.g. `ContrastiveTrainer(evaluator=...)`); otherwise each call reloads them.
+        allow_absolute_image_paths (`bool`): trust the data's image paths: absolute ones and those leading out of
+            `image_root` are used as given.
 
     Example:
 
@@ -112,6 +115,7 @@ class MMEBEvaluator:
         histograms: bool = True,
         show_progress_bar: bool = True,
         keep_in_memory: bool = False,
+        allow_absolute_image_paths: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -129,6 +133,7 @@ class MMEBEvaluator:
         if image_root is None:
             image_root = str(data) if is_local_folder(data) else os.getcwd()
         self.image_root = image_root
+        self.allow_absolute_image_paths = allow_absolute_image_paths
         self.split = split
         self.output_dir = output_dir
         self.batch_size = batch_size
@@ -145,7 +150,7 @@ class MMEBEvaluator:
         if name in self._prepared:
             return self._prepared[name]
         rows = load_rows(self.data, name, split=self.split, max_rows=self.max_queries)
-        prepared = prepare_dataset(name, rows, self.image_root)
+        prepared = prepare_dataset(name, rows, self.image_root, self.allow_absolute_image_paths)
         if self.keep_in_memory:
             self._prepared[name] = prepared
         return prepared
