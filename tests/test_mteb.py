@@ -68,8 +68,8 @@ IMAGES = [_image(index) for index in range(NUM_PAIRS)]
 
 def test_mteb_scores_agree_with_our_metrics(tmp_path):
     model, processor = tiny_model_and_processor("llava_onevision", seed=0)
-    folder = save_for_hub(model, processor, tmp_path / "repo")
-    encoder = mteb_encoder(str(folder), prompts=PROMPTS, device="cpu")
+    folder = save_for_hub(model, processor, tmp_path / "repo", prompts=PROMPTS)
+    encoder = mteb_encoder(str(folder), device="cpu")  # mteb takes the checkpoint's "query"/"document" prompts
     result = mteb.evaluate(encoder, TinyTextToImage(), cache=None, show_progress_bar=False)
     scores = result.task_results[0].scores["test"][0]
 
