@@ -44,6 +44,7 @@ __all__ = [
     "HardnessNormalization",
     "LossDiagnostics",
     "hardness_weighted_contrastive_loss",
+    "matryoshka_contrastive_loss",
 ]
 
 CITATION = """\
@@ -405,3 +406,47 @@ def _check_finite(query: torch.Tensor, target: torch.Tensor, hard_negatives: tor
             row, *slot = (int(i) for i in (~finite).nonzero()[0])
             where = f" row {row}" if not slot else f"[{row}, {slot[0]}] (row {row}, hard negative {slot[0]})"
             raise ValueError(f"{name}{where} contains NaN or inf; the encoder output is not finite.")
+
+
+def matryoshka_contrastive_loss(
+    query: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    dims: list[int] | tuple[int, ...],
+    weights: list[float] | tuple[float, ...] | None = None,
+    hard_negatives: torch.Tensor | None = None,
+    **loss_kwargs,
+) -> ContrastiveLossOutput:
+    r"""Matryoshka representation learning (Kusupati et al., NeurIPS 2022) with LLaVE's loss:
+    ``Σ_d w_d · L(q[:, :d], t[:, :d])``, each truncation re-normalised, so that the first ``d`` dimensions of an
+    embedding are a usable embedding on their own (``encode(truncate_dim=d)``).
+
+    Args:
+        query, target, hard_negatives: as `hardness_weighted_contrastive_loss`'s (L2-normalised).
+        dims: the trained dimensions, e.g. `(1536, 512, 256, 64)`; the full size may be among them.
+        weights: one per dimension (default: all 1).
+        **loss_kwargs: the other arguments of `hardness_weighted_contrastive_loss` (alpha, temperature, ids, ...).
+
+    Returns:
+        `ContrastiveLossOutput` with the weighted sum as loss and the diagnostics of the largest dimension.
+    """
+    weights = [1.0] * len(dims) if weights is None else list(weights)
+    if len(weights) != len(dims):
+        raise ValueError(f"{len(weights)} Matryoshka weights for {len(dims)} dimensions.")
+    size = query.shape[-1]
+    if not dims or any(not 1 <= dim <= size for dim in dims):
+        raise ValueError(f"Matryoshka dimensions must be in [1, {size}] (the embedding size), got {list(dims)}.")
+
+    def truncated(embeddings: torch.Tensor | None, dim: int) -> torch.Tensor | None:
+        if embeddings is None or dim == size:
+            return embeddings
+        return F.normalize(embeddings[..., :dim], dim=-1)
+
+    total, largest = None, None
+    for dim, weight in sorted(zip(dims, weights), reverse=True):
+        output = hardness_weighted_contrastive_loss(
+            truncated(query, dim), truncated(target, dim), hard_negatives=truncated(hard_negatives, dim), **loss_kwargs
+        )
+        total = weight * output.loss if total is None else total + weight * output.loss
+        largest = largest or output
+    return ContrastiveLossOutput(loss=total, diagnostics=largest.diagnostics)

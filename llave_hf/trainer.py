@@ -2,6 +2,7 @@
 """`ContrastiveTrainer`: the `Trainer` that trains LLaVE embedding models with the hardness-weighted loss."""
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from accelerate.utils import DistributedType
@@ -12,7 +13,13 @@ from .checkpoints import latest_complete_checkpoint
 from .collator import ContrastiveBatch
 from .grad_cache import grad_cache_backward
 from .hub import HubPublishMixin
-from .loss import HardnessNormalization, LossDiagnostics, hardness_weighted_contrastive_loss
+from .lora import is_peft_model
+from .loss import (
+    HardnessNormalization,
+    LossDiagnostics,
+    hardness_weighted_contrastive_loss,
+    matryoshka_contrastive_loss,
+)
 from .modeling.modeling_llave import NonFiniteEmbeddingError
 from .trainer_config import ContrastiveTrainingArguments
 
@@ -93,6 +100,13 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         self.train_sampler = train_sampler
         if self.args.freeze_vision_tower:
             logger.info(f"Froze {self.model.freeze_vision_tower():,} vision-tower parameters.")
+        if self.args.matryoshka_dims:
+            config = self.model.config  # a PEFT model's is its base model's
+            if max(self.args.matryoshka_dims) > config.hidden_size:
+                raise ValueError(
+                    f"matryoshka_dims {self.args.matryoshka_dims} exceed the embedding size {config.hidden_size}."
+                )
+            config.matryoshka_dims = sorted(self.args.matryoshka_dims, reverse=True)  # saved with the model
         # compute_loss returns a per-batch mean, so the Trainer must scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
@@ -160,12 +174,13 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         model.load_state_dict(loaded.state_dict())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+        # PEFT checkpoints hold adapters under their live names; the Trainer loads those itself.
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or is_peft_model(model if model is not None else self.model):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         self._load_weights(resume_from_checkpoint, model)
 
     def _load_best_model(self):
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or is_peft_model(self.model):
             return super()._load_best_model()
         self._load_weights(self.state.best_model_checkpoint)
 
@@ -176,7 +191,10 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         """The contrastive loss of one batch from the embeddings of its rows."""
         query, target, hard_negatives = batch.split(embeddings)
         args, mask = self.args, self.args.loss_mask_false_negatives
-        output = hardness_weighted_contrastive_loss(
+        loss_fn = hardness_weighted_contrastive_loss
+        if args.matryoshka_dims:
+            loss_fn = partial(matryoshka_contrastive_loss, dims=args.matryoshka_dims, weights=args.matryoshka_weights)
+        output = loss_fn(
             query,
             target,
             alpha=args.loss_alpha,

@@ -42,6 +42,13 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
             which removes the unnormalised form's degenerate minimum (a risk when training from random
             initialisation).
 
+        matryoshka_dims (`list[int]`, *optional*):
+            Matryoshka training: the loss is summed over the embeddings truncated to each of these dimensions (and
+            re-normalised), e.g. `[1536, 512, 256, 64]`, so that `encode(truncate_dim=d)` works for each. The
+            saved config records them (`matryoshka_dims`), and the model card shows them.
+        matryoshka_weights (`list[float]`, *optional*):
+            One weight per Matryoshka dimension (default: all 1).
+
         > Training
 
         grad_cache_chunk_size (`int`, defaults to `0`):
@@ -93,6 +100,12 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
             "removes the unnormalised form's degenerate minimum."
         },
     )
+    matryoshka_dims: list[int] | None = field(
+        default=None, metadata={"help": "Also train the embeddings truncated to these dimensions (Matryoshka)."}
+    )
+    matryoshka_weights: list[float] | None = field(
+        default=None, metadata={"help": "One loss weight per Matryoshka dimension (default: all 1)."}
+    )
     grad_cache_chunk_size: int = field(
         default=0, metadata={"help": "GradCache: encode in chunks of this many rows (0 = off). Not with DeepSpeed."}
     )
@@ -122,6 +135,16 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
             )
         if self.loss_temperature <= 0:
             raise ValueError(f"loss_temperature must be positive, got {self.loss_temperature}.")
+        if self.matryoshka_dims is not None:
+            if not self.matryoshka_dims or any(dim < 1 for dim in self.matryoshka_dims):
+                raise ValueError(f"matryoshka_dims must be positive dimensions, got {self.matryoshka_dims}.")
+            if len(set(self.matryoshka_dims)) != len(self.matryoshka_dims):
+                raise ValueError(f"matryoshka_dims repeats a dimension: {self.matryoshka_dims}.")
+        if self.matryoshka_weights is not None and len(self.matryoshka_weights) != len(self.matryoshka_dims or ()):
+            raise ValueError(
+                f"matryoshka_weights needs one weight per matryoshka_dims entry, got {self.matryoshka_weights} for "
+                f"{self.matryoshka_dims}."
+            )
         if self.grad_cache_chunk_size < 0:
             raise ValueError(f"grad_cache_chunk_size must be >= 0, got {self.grad_cache_chunk_size}.")
         if self.grad_cache_chunk_size and self.deepspeed:

@@ -38,6 +38,9 @@ class LlaveEmbeddingConfig(PretrainedConfig):
             What one more backbone call costs, in tokens: rows are split into the sub-batches that minimise
             `sum(rows x longest row) + sub_batch_overhead_tokens x number of sub-batches`. Raise it where a call's
             fixed cost (kernel launches) is high compared with its tokens.
+        matryoshka_dims (`list[int]`, *optional*):
+            The dimensions the model was trained to be truncated to (Matryoshka training), largest first;
+            `encode(truncate_dim=d)` keeps the first `d` dimensions and re-normalises. `None`: not trained so.
 
     Example:
 
@@ -57,6 +60,7 @@ class LlaveEmbeddingConfig(PretrainedConfig):
     normalize: bool = True
     sub_batching: bool = True
     sub_batch_overhead_tokens: int = 256
+    matryoshka_dims: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

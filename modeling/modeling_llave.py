@@ -314,6 +314,7 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         processor=None,
         item_names: list[str] | None = None,
         distributed: bool = False,
+        truncate_dim: int | None = None,
     ):
         r"""
         Embeds texts, images, or image+text pairs.
@@ -336,10 +337,13 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                 all embeddings are gathered: every process must call `encode` with the same items and gets all
                 embeddings back. A bad item raises on every process. Under DeepSpeed ZeRO-3, whose partitioned
                 weights need every process to run the same forwards, each process encodes everything.
+            truncate_dim (`int`, *optional*): keep the first `truncate_dim` dimensions (re-normalised when
+                `config.normalize`): Matryoshka embeddings. Meaningful at the dimensions the model was trained for,
+                `config.matryoshka_dims`; others give a warning.
 
         Returns:
             `(num_items, hidden_size)` embeddings (L2-normalised when `config.normalize`), one row per item, in input
-            order.
+            order; `(num_items, truncate_dim)` with `truncate_dim`.
 
         Raises:
             `ValueError` (or `FileNotFoundError`, `TypeError`) naming the item for bad input: empty inputs, lists of
@@ -356,6 +360,12 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         batch_size = int(batch_size)
+        if truncate_dim is not None:
+            if not 1 <= truncate_dim <= self.config.hidden_size:
+                raise ValueError(f"truncate_dim must be in [1, {self.config.hidden_size}], got {truncate_dim}.")
+            trained = self.config.matryoshka_dims or [self.config.hidden_size]
+            if truncate_dim not in trained:
+                logger.warning_once(f"truncate_dim={truncate_dim}: this model was trained at dimensions {trained}.")
         processor = processor if processor is not None else self.get_processor()
         # Lists (or one item): a generator has no length and is read once, a set or a mapping has no order that
         # the returned rows could follow.
@@ -431,6 +441,9 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         if world > 1:
             self._gather_shares(embeddings, order, world, failure)
 
+        if truncate_dim is not None and truncate_dim < embeddings.shape[1]:
+            embeddings = embeddings[:, :truncate_dim]
+            embeddings = F.normalize(embeddings, dim=-1) if self.config.normalize else embeddings.contiguous()
         if convert_to == "numpy":
             return embeddings.numpy()
         if convert_to == "list":

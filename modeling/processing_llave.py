@@ -99,6 +99,30 @@ def pil_image_processor(image_processor):
     return pil_class.from_dict(image_processor.to_dict())
 
 
+def _modality_settings(text_kwargs, images_kwargs, audio_kwargs, videos_kwargs, common_kwargs) -> dict:
+    """The settings of a per-modality processor call that `LlaveProcessor` honours; raises for any other."""
+    settings = {}
+    groups = {
+        "text_kwargs": text_kwargs,
+        "images_kwargs": images_kwargs,
+        "audio_kwargs": audio_kwargs,
+        "videos_kwargs": videos_kwargs,
+        "common_kwargs": common_kwargs,
+    }
+    for group, given in groups.items():
+        for key, value in (given or {}).items():
+            if key == "padding" and value in (True, "longest"):
+                continue  # always padded to the longest prompt
+            if group in ("text_kwargs", "common_kwargs"):
+                if key == "truncation" and value not in (False, None, "do_not_truncate"):
+                    continue  # the user text is always truncated to fit max_length
+                if key in ("max_length", "return_tensors"):
+                    settings[key] = value
+                    continue
+            raise TypeError(f"LlaveProcessor cannot honour {group}[{key!r}]={value!r}.")
+    return settings
+
+
 class LlaveProcessor(ProcessorMixin):
     r"""
     Turns texts and images into the inputs of [`LlaveEmbeddingModel`], in the LLaVE prompt format.
@@ -216,8 +240,10 @@ class LlaveProcessor(ProcessorMixin):
         special = [token.content for token in self.tokenizer.added_tokens_decoder.values() if token.special]
         return any(token in user_text for token in special if token != self.image_token)
 
-    def _fit_prompt(self, text: str, image_count: int, name: str) -> list[int]:
-        """Token ids of the prompt of one item; truncates the user text when the prompt exceeds `max_length`."""
+    def _fit_prompt(self, text: str, image_count: int, name: str, max_length: int | None = None) -> list[int]:
+        """Token ids of the prompt of one item; truncates the user text when the prompt exceeds `max_length`
+        (default `self.max_length`)."""
+        max_length = max_length or self.max_length
         image_text = self._image_tokens(image_count) if image_count else ""
 
         def encode(user_text: str) -> list[int]:
@@ -236,24 +262,24 @@ class LlaveProcessor(ProcessorMixin):
             return ids + self._token_ids(after)
 
         ids = encode(text)
-        if len(ids) <= self.max_length:
+        if len(ids) <= max_length:
             return ids
         fixed = len(encode(self.image_token if image_count else ""))
-        if fixed >= self.max_length:
+        if fixed >= max_length:
             raise ValueError(
-                f"{name}: the prompt template and image tokens alone take {fixed} tokens, over max_length={self.max_length}."
+                f"{name}: the prompt template and image tokens alone take {fixed} tokens, over max_length={max_length}."
             )
         text_ids = self._token_ids(text, split_special_tokens=True)
-        keep = len(text_ids) - (len(ids) - self.max_length)
-        while len(ids) > self.max_length and keep > 0:
+        keep = len(text_ids) - (len(ids) - max_length)
+        while len(ids) > max_length and keep > 0:
             truncated = self.tokenizer.decode(text_ids[:keep])
             if image_count and self.image_token not in truncated:
                 truncated = text.split(self.image_token, 1)[0] + self.image_token
             ids = encode(truncated)
-            keep -= max(1, len(ids) - self.max_length)
-        if len(ids) > self.max_length:
-            raise ValueError(f"{name}: cannot fit the prompt into max_length={self.max_length} tokens.")
-        logger.warning(f"{name}: text truncated to fit max_length={self.max_length} tokens.")
+            keep -= max(1, len(ids) - max_length)
+        if len(ids) > max_length:
+            raise ValueError(f"{name}: cannot fit the prompt into max_length={max_length} tokens.")
+        logger.warning(f"{name}: text truncated to fit max_length={max_length} tokens.")
         return ids
 
     def __call__(
@@ -263,6 +289,12 @@ class LlaveProcessor(ProcessorMixin):
         instruction: str | None = None,
         return_tensors: str | None = "pt",
         item_names: list[str] | None = None,
+        max_length: int | None = None,
+        text_kwargs: dict | None = None,
+        images_kwargs: dict | None = None,
+        audio_kwargs: dict | None = None,
+        videos_kwargs: dict | None = None,
+        common_kwargs: dict | None = None,
         **kwargs,
     ) -> BatchFeature:
         """
@@ -271,6 +303,11 @@ class LlaveProcessor(ProcessorMixin):
             images: one image or a list parallel to `text` (PIL images or paths; an entry may be `None`).
             instruction: prepended to every text (e.g. `"Represent the given image for classification."`).
             item_names: names used in error messages (defaults to `"item <i>"`).
+            max_length: overrides `self.max_length` for this call.
+            text_kwargs, images_kwargs, audio_kwargs, videos_kwargs, common_kwargs: transformers' per-modality
+                convention, as sentence-transformers calls processors. Honoured: `padding` (`True`/`"longest"`, what
+                this processor always does), `truncation` (true: the user text is always truncated to fit),
+                `max_length` and `return_tensors`; any other setting raises `TypeError` rather than being ignored.
 
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask` and the backbone's image inputs (`pixel_values` with
@@ -278,6 +315,9 @@ class LlaveProcessor(ProcessorMixin):
         """
         if kwargs:
             raise TypeError(f"LlaveProcessor got unexpected arguments: {', '.join(kwargs)}.")
+        settings = _modality_settings(text_kwargs, images_kwargs, audio_kwargs, videos_kwargs, common_kwargs)
+        return_tensors = settings.get("return_tensors", return_tensors)
+        max_length = settings.get("max_length", max_length) or self.max_length
         texts = [text] if isinstance(text, str) else list(text) if text is not None else None
         image_list = [images] if images is not None and not isinstance(images, (list, tuple)) else images
         if texts is None and image_list is None:
@@ -306,7 +346,7 @@ class LlaveProcessor(ProcessorMixin):
         image_inputs, counts = self.process_images(loaded) if loaded else ({}, [])
         counts_iter = iter(counts)
         input_ids = [
-            self._fit_prompt(prompt, next(counts_iter) if image is not None else 0, name)
+            self._fit_prompt(prompt, next(counts_iter) if image is not None else 0, name, max_length)
             for name, prompt, image in zip(names, prompts, image_list)
         ]
         batch = self.tokenizer.pad({"input_ids": input_ids}, padding=True, return_tensors=return_tensors)

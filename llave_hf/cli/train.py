@@ -6,11 +6,12 @@
     llave-train training_args/tiny-cpu.yaml --max_steps 20
     python -m llave_hf.cli.train training_args/tiny-cpu.yaml
 
-The YAML file holds `ModelArguments`, `DataArguments` and `ContrastiveTrainingArguments` fields; command-line values
-override it. The model comes from one of `--model_name_or_path` (a LLaVE checkpoint), `--backbone_name_or_path` (a
-pretrained backbone of a supported family, wrapped into a new `LlaveEmbeddingModel`) or `--tiny_backbone` (a tiny
-random model, for CPU runs). The processor is saved beside every checkpoint, so that checkpoints load with
-`AutoModel` and `AutoProcessor`. With `--eval_data`, an `MMEBEvaluator` on held-out MMEB-eval-format data runs every
+The YAML file holds `ModelArguments` (with the `LoraArguments` fields: `--lora_r 16` trains LoRA adapters, see
+`llave_hf.lora`), `DataArguments` and `ContrastiveTrainingArguments` fields; command-line values override it. The
+model comes from one of `--model_name_or_path` (a LLaVE checkpoint), `--backbone_name_or_path` (a pretrained
+backbone of a supported family, wrapped into a new `LlaveEmbeddingModel`) or `--tiny_backbone` (a tiny random model,
+for CPU runs). The processor is saved beside every checkpoint, so that checkpoints load with `AutoModel` and
+`AutoProcessor`. With `--eval_data`, an `MMEBEvaluator` on held-out MMEB-eval-format data runs every
 `--eval_every_n_steps` steps and its P@1 (`eval_<dataset>_p@1`) is logged.
 """
 
@@ -28,6 +29,7 @@ from transformers.utils import logging
 
 from ..collator import ContrastiveCollator
 from ..evaluation import MMEBEvaluator
+from ..lora import LoraArguments, LoraSave, apply_lora
 from ..mmeb_train import load_mmeb_train
 from ..modeling.configuration_llave import LlaveEmbeddingConfig
 from ..modeling.modeling_llave import LlaveEmbeddingModel
@@ -43,8 +45,8 @@ logger = logging.get_logger(__name__)
 
 
 @dataclass
-class ModelArguments:
-    """Where the model comes from: exactly one of the three sources."""
+class ModelArguments(LoraArguments):
+    """Where the model comes from (exactly one of the three sources), and LoRA (`LoraArguments`)."""
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A LLaVE checkpoint (LlaveEmbeddingModel folder or Hub id) to train further."}
@@ -72,6 +74,10 @@ class ModelArguments:
         sources = [self.model_name_or_path, self.backbone_name_or_path, self.tiny_backbone]
         if sum(source is not None for source in sources) != 1:
             raise ValueError("Give exactly one of --model_name_or_path, --backbone_name_or_path and --tiny_backbone.")
+        super().__post_init__()
+        if self.lora_enabled and self.lora_save == LoraSave.ADAPTER and not self.model_name_or_path:
+            # An adapter loads on top of its base model's files: a tiny or a freshly wrapped backbone has none.
+            raise ValueError("--lora_save adapter needs --model_name_or_path (a LLaVE checkpoint); use --lora_save merged.")
 
 
 @dataclass
@@ -237,6 +243,8 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
         # The arguments come first: under ZeRO-3 they make from_pretrained partition the weights while loading.
         model, processor = load_model_and_processor(model_args, training_args, data_args.max_length)
         processor.max_image_pixels = data_args.max_image_pixels
+        if model_args.lora_enabled:
+            model = apply_lora(model, model_args)
         with training_args.main_process_first(desc="loading the training data"):
             train_dataset = load_mmeb_train(
                 data_args.train_data,
@@ -288,6 +296,9 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
         trainer.log({"skipped_samples": skipped})  # into the log history (trainer_state.json) and the reporters
         if skipped:
             logger.warning(f"Skipped {skipped} bad training rows (see the warnings above for which and why).")
+        if model_args.lora_enabled and model_args.lora_save == LoraSave.MERGED:
+            # Saved (and pushed) as a plain LlaveEmbeddingModel; checkpoints keep the adapters for resuming.
+            trainer.model = trainer.model_wrapped = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
         trainer.save_model()
         trainer.save_state()
         return trainer

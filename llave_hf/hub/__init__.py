@@ -20,10 +20,13 @@ from .model_card import (
     DEFAULT_WIDGET_TEXTS,
     PIPELINE_TAG,
     LlaveModelCardData,
+    final_training_diagnostics,
+    framework_versions,
     render_model_card,
+    training_data_summary,
     widget_examples,
 )
-from .publish import push_to_hub, save_for_hub, write_hub_files
+from .publish import push_to_hub, save_for_hub, write_hub_files, write_sentence_transformers_files
 from .trainer_integration import HubPublishMixin, TokenRedactingArgumentsMixin, training_settings
 
 
@@ -34,10 +37,14 @@ __all__ = [
     "HubPublishMixin",
     "LlaveModelCardData",
     "TokenRedactingArgumentsMixin",
+    "final_training_diagnostics",
+    "framework_versions",
     "push_to_hub",
     "render_model_card",
     "save_for_hub",
+    "training_data_summary",
     "training_settings",
     "widget_examples",
     "write_hub_files",
+    "write_sentence_transformers_files",
 ]

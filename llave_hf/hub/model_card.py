@@ -2,7 +2,9 @@
 """The model card (README.md) of a LLaVE embedding model: what it says, as `LlaveModelCardData`, and its rendering
 from the Jinja template `llave_hf/hub_cards/llave_model_card.md`."""
 
+import collections
 import dataclasses
+import importlib.metadata
 import importlib.resources
 import numbers
 import os
@@ -123,6 +125,34 @@ def widget_examples(model, processor=None, examples: Sequence[tuple[str, str]] =
     ]
 
 
+def framework_versions() -> dict[str, str]:
+    """Versions of the libraries that made (and load) the model, those installed."""
+    versions = {}
+    for name in ("llave-hf", "transformers", "torch", "accelerate", "datasets", "peft", "sentence-transformers"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def training_data_summary(dataset) -> dict[str, int]:
+    """Rows per subset of a training dataset with a `subset` column (MMEB-train), else `{"train": rows}`."""
+    if dataset is None or not hasattr(dataset, "__len__"):
+        return {}
+    if "subset" in getattr(dataset, "column_names", ()):
+        return dict(collections.Counter(dataset["subset"]))
+    return {"train": len(dataset)}
+
+
+def final_training_diagnostics(log_history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The last training log entry's loss and diagnostics, with its step."""
+    for entry in reversed(log_history):
+        if "loss" in entry:
+            return {key: value for key, value in entry.items() if isinstance(value, numbers.Real)}
+    return {}
+
+
 @dataclasses.dataclass
 class LlaveModelCardData:
     """What a LLaVE model card says beyond the model itself (whose config gives the backbone, embedding size and
@@ -138,6 +168,13 @@ class LlaveModelCardData:
         eval_results: MMEB Precision@1 as fractions: an `EvaluationResults` (its `.precision_at_1`) or a
             {dataset: P@1} mapping. Feeds the evaluation table and the `model-index` metadata.
         widget: widget entries (see `widget_examples`).
+        prompts: the instructions sentence-transformers prepends by name (`{"query": ..., "document": ...}` for
+            `encode_query` and `encode_document`), written to `config_sentence_transformers.json` and shown in the
+            usage snippet.
+        training_data: rows per training subset ({subset: rows}), e.g. `training_data_summary(train_dataset)`.
+        training_diagnostics: the final logged training values (loss and the loss diagnostics), e.g.
+            `final_training_diagnostics(trainer.state.log_history)`.
+        lora: the LoRA settings when the model was trained with LoRA adapters (`lora_r`, `lora_alpha`, ...).
     """
 
     repo_id: str | None = None
@@ -150,6 +187,10 @@ class LlaveModelCardData:
     training_args: Mapping[str, Any] | None = None
     eval_results: EvaluationResults | Mapping[str, float] | None = None
     widget: list[dict] | None = None
+    prompts: Mapping[str, str] | None = None
+    training_data: Mapping[str, int] | None = None
+    training_diagnostics: Mapping[str, float] | None = None
+    lora: Mapping[str, Any] | None = None
 
     def render(self, model, template_path: str | os.PathLike = TEMPLATE_PATH) -> ModelCard:
         """The card of `model` (a `LlaveEmbeddingModel`), rendered from the Jinja template at `template_path`."""
@@ -185,6 +226,13 @@ class LlaveModelCardData:
             training_args={key: value for key, value in training_args.items() if not key.endswith("_token")},
             eval_rows=eval_rows,
             aggregates=aggregates,
+            prompts=dict(self.prompts or {}),
+            matryoshka_dims=getattr(config, "matryoshka_dims", None),
+            training_data=dict(self.training_data or {}),
+            training_rows=sum((self.training_data or {}).values()),
+            training_diagnostics=dict(self.training_diagnostics or {}),
+            lora=dict(self.lora or {}),
+            framework_versions=framework_versions(),
         )
 
 

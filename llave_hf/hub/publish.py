@@ -5,13 +5,17 @@ The token is only ever handed to `huggingface_hub`; it is never logged or writte
 """
 
 import glob
+import importlib.metadata
+import importlib.util
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from huggingface_hub import CommitInfo, HfApi, ModelCard
 from transformers.dynamic_module_utils import custom_object_save
@@ -24,18 +28,59 @@ from .model_card import DEFAULT_WIDGET_TEXTS, render_model_card, widget_examples
 logger = logging.get_logger(__name__)
 
 HANDLER_PATH = Path(modeling.__file__).resolve().parent / "handler.py"
+# Imports sentence-transformers, so it is only read as a file here, never imported.
+SENTENCE_TRANSFORMERS_MODULE_PATH = Path(__file__).resolve().parent / "sentence_transformers_llave.py"
 # Root files of these kinds are what a save writes; left over from an earlier push they would contradict this one.
 _SAVED_SUFFIXES = (".py", ".json", ".safetensors", ".bin", ".txt", ".jinja", ".model")
 
 
-def write_hub_files(folder: str | os.PathLike, model, card: ModelCard) -> None:
+def write_sentence_transformers_files(folder: str | os.PathLike, prompts: Mapping[str, str] | None = None) -> None:
+    """Writes what `SentenceTransformer(folder, trust_remote_code=True)` loads: `modules.json` (one module, our
+    `LlaveTransformer`, whose file is copied beside), `sentence_bert_config.json` (every modality goes to the
+    model's `forward` and its `embeddings` output, already pooled and normalised: no Pooling or Normalize module)
+    and `config_sentence_transformers.json` (the prompts that `encode_query` and `encode_document` prepend as the
+    instruction, e.g. `{"query": ..., "document": ...}`; none by default)."""
+    folder = Path(folder)
+    shutil.copyfile(SENTENCE_TRANSFORMERS_MODULE_PATH, folder / SENTENCE_TRANSFORMERS_MODULE_PATH.name)
+    module_type = f"{SENTENCE_TRANSFORMERS_MODULE_PATH.stem}.LlaveTransformer"
+    modules = [{"idx": 0, "name": "0", "path": "", "type": module_type}]
+    forward = {"method": "forward", "method_output_name": "embeddings"}
+    # "message" is declared so that sentence-transformers lets batches that mix modalities through.
+    modality_config = {modality: forward for modality in ("text", "image", "image+text", "message")}
+    module_config = {
+        "transformer_task": "feature-extraction",
+        "modality_config": modality_config,
+        "module_output_name": "sentence_embedding",
+    }
+    versions = {"transformers": transformers.__version__, "pytorch": torch.__version__}
+    if importlib.util.find_spec("sentence_transformers") is not None:
+        versions = {"sentence_transformers": importlib.metadata.version("sentence-transformers"), **versions}
+    model_config = {
+        "model_type": "SentenceTransformer",
+        "__version__": versions,
+        "prompts": dict(prompts or {}),
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    }
+    for name, content in (
+        ("modules.json", modules),
+        ("sentence_bert_config.json", module_config),
+        ("config_sentence_transformers.json", model_config),
+    ):
+        (folder / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+
+
+def write_hub_files(
+    folder: str | os.PathLike, model, card: ModelCard, prompts: Mapping[str, str] | None = None
+) -> None:
     """Writes what a push carries beside weights, config and processor: the model's current modeling files,
-    `handler.py`, `requirements.txt` and the card as README.md."""
+    `handler.py`, `requirements.txt`, the sentence-transformers files (with `prompts`) and the card as README.md."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # The Trainer's mid-training pushes copy only config and weights into the pushed folder: refresh the code too.
     custom_object_save(model, folder)
     shutil.copyfile(HANDLER_PATH, folder / "handler.py")
+    write_sentence_transformers_files(folder, prompts)
     # Inference Endpoints installs this before loading the handler; the modeling files need transformers 5.
     version = transformers.__version__.split(".")
     (folder / "requirements.txt").write_text(f"transformers>={version[0]}.{version[1]}\n", encoding="utf-8")
@@ -51,9 +96,11 @@ def save_for_hub(
     **card_data: Any,
 ) -> Path:
     """Writes a complete Hub repository into the empty (or new) `folder`: safetensors weights, config with
-    `auto_map`, the modeling files, the processor, README.md, handler.py and requirements.txt.
+    `auto_map`, the modeling files, the processor, README.md, handler.py, requirements.txt and the
+    sentence-transformers files (`write_sentence_transformers_files`).
 
-    `card_data` are `LlaveModelCardData` fields (`repo_id`, `base_model`, `training_args`, `eval_results`, ...);
+    `card_data` are `LlaveModelCardData` fields (`repo_id`, `base_model`, `training_args`, `eval_results`,
+    `prompts`, ...);
     `widget_texts` are the (text, title) widget examples whose outputs the card shows (`()` for none).
     """
     folder = Path(folder)
@@ -63,7 +110,8 @@ def save_for_hub(
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     widget = widget_examples(model, processor, widget_texts)
-    write_hub_files(folder, model, render_model_card(model, widget=widget, **card_data))
+    card = render_model_card(model, widget=widget, **card_data)
+    write_hub_files(folder, model, card, prompts=card_data.get("prompts"))
     return folder
 
 

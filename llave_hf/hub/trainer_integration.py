@@ -13,7 +13,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainingArguments
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from .model_card import render_model_card, widget_examples
+from .model_card import final_training_diagnostics, render_model_card, training_data_summary, widget_examples
 from .publish import write_hub_files
 
 
@@ -111,8 +111,19 @@ class HubPublishMixin:
         if not self.is_world_process_zero():
             return
         model = self.accelerator.unwrap_model(self.model)
+        lora = None
+        if hasattr(model, "get_base_model"):  # a PEFT model: the card and code are the base model's
+            peft_config = model.peft_config[model.active_adapter]
+            lora = {
+                name: str(getattr(peft_config, name))
+                for name in ("r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save")
+            }
+            model = model.get_base_model()
         card_data = {
             "repo_id": self.hub_model_id or self.args.hub_model_id,
+            "lora": lora,
+            "training_data": training_data_summary(self.train_dataset),
+            "training_diagnostics": final_training_diagnostics(self.state.log_history),
             **self.hub_card_kwargs,
             **card_overrides,
         }
@@ -121,7 +132,7 @@ class HubPublishMixin:
             sharded = is_deepspeed_zero3_enabled() or self.is_fsdp_enabled
             card_data["widget"] = None if sharded else widget_examples(model, self.processing_class)
         card = render_model_card(model, training_args=self.hub_training_settings(), **card_data)
-        write_hub_files(self.args.output_dir, model, card)
+        write_hub_files(self.args.output_dir, model, card, prompts=card_data.get("prompts"))
 
     def create_model_card(
         self,

@@ -1,7 +1,8 @@
 """Runs a few ContrastiveTrainer steps in every process of a `torchrun` launch and saves the final parameters.
 
 Usage: torchrun --nproc_per_node 2 trainer_worker.py OUT_DIR RUN [RUN ...]
-A RUN is `name:family:per_device_batch:grad_cache_chunk_size:zero_stage` (zero_stage 0 = DDP).
+A RUN is `name:family:per_device_batch:grad_cache_chunk_size:zero_stage[:lora_r]` (zero_stage 0 = DDP; with lora_r,
+LoRA adapters of that rank (`tests/test_lora.py`'s `lora_model`) trained with SGD).
 """
 
 import os
@@ -19,8 +20,13 @@ from llave_hf.trainer import ContrastiveTrainer  # noqa: E402
 
 
 
-def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_stage: int) -> None:
+def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_stage: int, lora_r: int = 0) -> None:
     model, processor = tiny_model_and_processor(family, seed=0)
+    overrides = {}
+    if lora_r:
+        from test_lora import lora_model
+
+        model, overrides = lora_model(model, lora_r), {"optim": "sgd"}
     deepspeed = None
     if zero_stage:
         deepspeed = {
@@ -31,7 +37,11 @@ def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_sta
             "gradient_clipping": "auto",
         }
     args = tiny_training_args(
-        os.path.join(out_dir, name), per_device_train_batch_size=batch, grad_cache_chunk_size=chunk, deepspeed=deepspeed
+        os.path.join(out_dir, name),
+        per_device_train_batch_size=batch,
+        grad_cache_chunk_size=chunk,
+        deepspeed=deepspeed,
+        **overrides,
     )
     trainer = ContrastiveTrainer(
         model=model,
@@ -52,8 +62,8 @@ def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_sta
 if __name__ == "__main__":
     out_dir = sys.argv[1]
     for run in sys.argv[2:]:
-        name, family, batch, chunk, zero = run.split(":")
-        train(out_dir, name, family, int(batch), int(chunk), int(zero))
+        name, family, *numbers = run.split(":")
+        train(out_dir, name, family, *map(int, numbers))
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
