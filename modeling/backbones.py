@@ -77,6 +77,11 @@ def _siglip_patches(config) -> dict:
     }
 
 
+def _siglip_tile_size(config) -> int:
+    """LLaVA-OneVision: anyres tiles are the vision tower's input size (384 px for SigLIP-so400m)."""
+    return config.vision_config.image_size
+
+
 def _clip_patches(config) -> dict:
     """LLaVA's CLIP tower: the "default" feature strategy drops the CLS token, "full" keeps it."""
     vision = config.vision_config
@@ -102,6 +107,9 @@ class BackboneFamily:
         vision_tower: the module path of the vision encoder inside the backbone.
         projector: module paths of the vision-to-language projector (kept trainable when the tower is frozen; for
             Qwen-VL families they live inside the tower).
+        anyres_tile_size: `backbone_config -> tile side in pixels` for families that tile images on a grid chosen
+            among `image_grid_pinpoints` ((height, width) pixel pairs, multiples of the tile), held by both the
+            backbone config (the model's feature layout) and the image processor (the tiling); `None` otherwise.
     """
 
     model_type: str
@@ -117,6 +125,7 @@ class BackboneFamily:
     processor_settings: Callable[[object], dict] = lambda config: {}
     vision_tower: str | None = None
     projector: tuple[str, ...] = ()
+    anyres_tile_size: Callable[[object], int] | None = None
 
     @property
     def multimodal(self) -> bool:
@@ -132,6 +141,21 @@ class BackboneFamily:
                 "image_grid_thw": inputs["image_grid_thw"][first:last],
             }
         return {name: inputs[name][first:last] for name in self.image_inputs if name in inputs}
+
+    def set_image_grid_pinpoints(self, backbone_config, image_processor, pinpoints: list[list[int]]) -> None:
+        """Sets the anyres grids to `pinpoints` ((height, width) pixel pairs) in the backbone config and the image
+        processor together: the processor's tiling and token count and the model's feature layout must agree."""
+        if self.anyres_tile_size is None:
+            raise ValueError(f"{self.model_type} backbones do not tile images: image_grid_pinpoints does not apply.")
+        tile = self.anyres_tile_size(backbone_config)
+        pinpoints = [[int(height), int(width)] for height, width in pinpoints]
+        if not pinpoints or any(side <= 0 or side % tile for pair in pinpoints for side in pair):
+            raise ValueError(f"image_grid_pinpoints must be (height, width) multiples of the {tile}-px tile, got {pinpoints}.")
+        if image_processor is not None and image_processor.size.get("height") != tile:
+            raise ValueError(f"The image processor's tiles are {image_processor.size}, the vision tower's {tile} px.")
+        backbone_config.image_grid_pinpoints = pinpoints
+        if image_processor is not None:
+            image_processor.image_grid_pinpoints = pinpoints
 
     def frozen_tower_parameters(self, backbone: torch.nn.Module) -> list[torch.nn.Parameter]:
         """The vision encoder's parameters, without the projector's."""
@@ -154,6 +178,7 @@ _LLAVA_ONEVISION = BackboneFamily(
     processor_settings=_siglip_patches,
     vision_tower="vision_tower",
     projector=("multi_modal_projector",),
+    anyres_tile_size=_siglip_tile_size,
 )
 _QWEN2_VL = BackboneFamily(
     model_type="qwen2_vl",

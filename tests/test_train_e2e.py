@@ -1,5 +1,6 @@
 """End to end: `train.py` with the presets on tiny models and the on-disk MMEB fixture, in one and two processes."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -11,11 +12,21 @@ import pytest
 import torch
 import yaml
 from mmeb_fixtures import make_mmeb_fixture
+from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor, LlavaOnevisionForConditionalGeneration, TrainerCallback
+from transformers import (
+    AutoModel,
+    AutoProcessor,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    Qwen2Config,
+    SiglipVisionConfig,
+    TrainerCallback,
+)
+from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
 from llave_hf import LlaveEmbeddingModel, LlaveProcessor
-from llave_hf.cli.train import main, parse_args
+from llave_hf.cli.train import load_model_and_processor, main, parse_args
 from llave_hf.mmeb_train import MMEB_TRAIN_SUBSETS
 from llave_hf.testing import tiny_backbone_config, tiny_processor, tiny_tokenizer
 
@@ -311,3 +322,69 @@ def test_held_out_p_at_1_is_logged_during_training(fixture, tmp_path):
     logged = [entry["eval_ToyT2I_p@1"] for entry in trainer.state.log_history if "eval_ToyT2I_p@1" in entry]
     assert len(logged) == 2 and all(0.0 <= value <= 1.0 for value in logged)
     assert [entry["eval_ToyT2I_p@1"] for entry in recorder.logs if "eval_ToyT2I_p@1" in entry] == logged
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the presets at full scale, on the meta device (no weights)
+
+
+def _save_onevision_0_5b_architecture(path: Path) -> None:
+    """llava-onevision-qwen2-0.5b-ov-hf's architecture as on the Hub (config and image processor, no weights):
+    Qwen2-0.5B, SigLIP-so400m (26 layers, 384-px tiles of 27x27 patches) and transformers' default anyres grids of
+    up to 6x6 tiles. Its tokenizer here is the tiny one: token counts of the text differ from Qwen's."""
+    tokenizer = tiny_tokenizer()
+    vision = SiglipVisionConfig(
+        hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16, image_size=384,
+        patch_size=14, vision_use_head=False,
+    )  # fmt: skip
+    text = Qwen2Config(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+        num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True,
+    )  # fmt: skip
+    config = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        architectures=["LlavaOnevisionForConditionalGeneration"],
+    )
+    assert len(config.image_grid_pinpoints) == 36  # up to 6x6 tiles
+    config.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    LlavaOnevisionImageProcessorPil(image_grid_pinpoints=config.image_grid_pinpoints).save_pretrained(path)
+
+
+# Image tokens of LLaVA-OneVision per image (height x width): the checkpoints' 6x6 grids, and LLaVE's 2x2
+ANYRES_TOKENS = {
+    (480, 640): (2929, 2929), (1024, 1024): (7371, 3699), (2000, 1500): (7332, 2943), (3000, 800): (8019, 1593)
+}  # fmt: skip
+
+
+def _image_tokens(processor) -> list[int]:
+    images = [Image.new("RGB", (width, height)) for height, width in ANYRES_TOKENS]
+    outputs = [processor.image_processor([image], return_tensors="pt") for image in images]
+    return [processor.family.count_image_tokens(processor, output) for output in outputs]
+
+
+@pytest.mark.parametrize("preset", ["llave-0.5b", "llave-2b", "llave-7b"])
+def test_presets_tile_images_as_the_released_recipe(tmp_path, preset):
+    """'(1x1),...,(2x2)': grids of at most 2x2 tiles of 384 px, in the config the model reads and the image processor
+    that tiles and counts tokens, whatever the backbone carries."""
+    _save_onevision_0_5b_architecture(tmp_path / "backbone")
+    model_args, data_args, training_args = parse_args([str(PRESETS / f"{preset}.yaml")])
+    assert model_args.image_grid_pinpoints == "(1x1),...,(2x2)"
+    source = dataclasses.replace(model_args, model_name_or_path=None, backbone_name_or_path=str(tmp_path / "backbone"))
+    model, processor = load_model_and_processor(source, training_args, data_args.max_length, empty_weights=True)
+    assert model.device.type == "meta"
+    grids = [[384, 384], [768, 384], [384, 768], [768, 768]]
+    assert processor.image_processor.image_grid_pinpoints == grids
+    assert model.config.backbone_config.image_grid_pinpoints == model.backbone.config.image_grid_pinpoints == grids
+    assert [count for [count] in _image_tokens(processor)] == [released for _, released in ANYRES_TOKENS.values()]
+    if preset == "llave-0.5b":  # the backbone's own tiling, for contrast
+        default = load_model_and_processor(
+            dataclasses.replace(source, image_grid_pinpoints=None), training_args, 4096, empty_weights=True
+        )[1]
+        assert [count for [count] in _image_tokens(default)] == [six for six, _ in ANYRES_TOKENS.values()]

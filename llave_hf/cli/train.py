@@ -16,14 +16,25 @@ random model, for CPU runs). The processor is saved beside every checkpoint, so 
 
 import os
 import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.distributed as dist
 import yaml
 from accelerate import init_empty_weights
-from transformers import AutoModel, AutoProcessor, HfArgumentParser, IntervalStrategy, TrainerCallback, set_seed
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoProcessor,
+    HfArgumentParser,
+    IntervalStrategy,
+    TrainerCallback,
+    set_seed,
+)
 from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 from transformers.utils import logging
 
 from ..collator import ContrastiveCollator
@@ -32,7 +43,7 @@ from ..mmeb_train import load_mmeb_train
 from ..modeling.configuration_llave import LlaveEmbeddingConfig
 from ..modeling.modeling_llave import LlaveEmbeddingModel
 from ..modeling.processing_llave import LlaveProcessor
-from ..processors import load_processor
+from ..processors import load_processor, set_image_grid_pinpoints
 from ..sampler import ModalityLengthGroupedSampler
 from ..testing import FAMILIES, tiny_model_and_processor
 from ..trainer import ContrastiveTrainer
@@ -67,6 +78,14 @@ class ModelArguments:
         default=None, metadata={"help": "e.g. 'sdpa' or 'flash_attention_2' (the paper used FlashAttention)."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from the checkpoint's repository."})
+    image_grid_pinpoints: str | None = field(
+        default=None,
+        metadata={
+            "help": "anyres grids, set in the backbone config and the image processor together: the released "
+            "notation '(1x1),...,(2x2)' (LLaVE: grids of at most 2x2 tiles) or [height, width] pixel pairs as JSON. "
+            "Default: the model's own (LLaVA-OneVision checkpoints carry up to 6x6 tiles)."
+        },
+    )
 
     def __post_init__(self):
         sources = [self.model_name_or_path, self.backbone_name_or_path, self.tiny_backbone]
@@ -120,7 +139,8 @@ class DataArguments:
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ContrastiveTrainingArguments]:
     """Parses `[config.yaml] [--key value ...]`: the YAML values are defaults that command-line values override.
 
-    Without an accelerator (GPU, NPU, ...), bf16 and tf32 default to off (float32 training), whatever the YAML says.
+    Without an accelerator (GPU, NPU, ...), bf16 and tf32 default to off (float32 training) and so does torch_compile
+    (inductor's C++ code generation takes minutes even for the tiny test models on CPU), whatever the YAML says.
     With `--eval_data`, evaluation runs every `--eval_every_n_steps` steps (`eval_strategy="steps"`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -129,7 +149,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         with open(argv.pop(0), encoding="utf-8") as file:
             parser.set_defaults(**(yaml.safe_load(file) or {}))
     if not torch.accelerator.is_available():
-        parser.set_defaults(bf16=False, tf32=None)
+        parser.set_defaults(bf16=False, tf32=None, torch_compile=False, torch_compile_backend=None)
     arguments = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     if len(arguments) > 3:  # keys of the YAML file that no argument class has
         raise ValueError(f"Unknown configuration keys: {', '.join(sorted(vars(arguments[3])))}.")
@@ -139,10 +159,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     return model_args, data_args, training_args
 
 
-def _wrap_backbone(backbone) -> LlaveEmbeddingModel:
+def _wrap_backbone(backbone, empty_weights: bool = False) -> LlaveEmbeddingModel:
     """A new `LlaveEmbeddingModel` around a loaded backbone."""
     config = LlaveEmbeddingConfig(backbone_config=backbone.config)
-    if is_deepspeed_zero3_enabled():
+    if is_deepspeed_zero3_enabled() and not empty_weights:
         # ZeRO-3 partitions weights as they are created (meta weights would break it): `_from_config` builds (and
         # initialises) a partitioned placeholder backbone, replaced below.
         model = LlaveEmbeddingModel._from_config(config)
@@ -153,8 +173,40 @@ def _wrap_backbone(backbone) -> LlaveEmbeddingModel:
     return model
 
 
-def load_model_and_processor(model_args: ModelArguments, training_args, max_length: int):
-    """The model to train and its processor, from the source `model_args` names."""
+@contextmanager
+def _without_zero3(training_args):
+    """ZeRO-3 off while a model is built on the meta device: zero.Init would partition its weights at construction
+    (and needs the process group)."""
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(training_args.hf_deepspeed_config)
+
+
+def _empty_model(name_or_path: str, trust_remote_code: bool, **kwargs):
+    """The model a checkpoint's config describes, on the meta device: no weights read, no memory taken."""
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    with init_empty_weights():
+        return AutoModel.from_config(config, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_model_and_processor(model_args: ModelArguments, training_args, max_length: int, empty_weights: bool = False):
+    """The model to train and its processor, from the source `model_args` names; with `empty_weights`, the model is
+    built on the meta device from the source's config (for `--dry_run`: sizes without the weights)."""
+    with _without_zero3(training_args) if empty_weights else nullcontext():
+        model, processor = _load_model_and_processor(model_args, training_args, empty_weights)
+    if model_args.image_grid_pinpoints:
+        _set_image_grid_pinpoints(model, processor, model_args.image_grid_pinpoints)
+    processor.max_length = max_length
+    model.processor = processor
+    return model, processor
+
+
+def _load_model_and_processor(model_args: ModelArguments, training_args, empty_weights: bool):
     if model_args.tiny_backbone:
         model, processor = tiny_model_and_processor(model_args.tiny_backbone, seed=training_args.seed)
         model.config.pooling = model_args.pooling
@@ -164,8 +216,9 @@ def load_model_and_processor(model_args: ModelArguments, training_args, max_leng
         kwargs = dict(dtype=dtype, trust_remote_code=model_args.trust_remote_code)
         if model_args.attn_implementation:
             kwargs["attn_implementation"] = model_args.attn_implementation
+        load = partial(_empty_model, **kwargs) if empty_weights else partial(AutoModel.from_pretrained, **kwargs)
         if model_args.model_name_or_path:
-            model = AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs)
+            model = load(model_args.model_name_or_path)
             processor = AutoProcessor.from_pretrained(
                 model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
             )
@@ -175,16 +228,25 @@ def load_model_and_processor(model_args: ModelArguments, training_args, max_leng
                     "is it a LLaVE checkpoint? For a backbone use --backbone_name_or_path."
                 )
         else:
-            model = _wrap_backbone(AutoModel.from_pretrained(model_args.backbone_name_or_path, **kwargs))
+            backbone = load(model_args.backbone_name_or_path)
+            model = _wrap_backbone(backbone, empty_weights)
             model.config.pooling = model_args.pooling
             processor = load_processor(
                 model_args.backbone_name_or_path,
                 model.config.backbone_config,
                 trust_remote_code=model_args.trust_remote_code,
             )
-    processor.max_length = max_length
-    model.processor = processor
     return model, processor
+
+
+def _set_image_grid_pinpoints(model: LlaveEmbeddingModel, processor, value) -> None:
+    """The tiling in the saved config, the backbone's own config and the image processor alike."""
+    if model.backbone_family.anyres_tile_size is None:
+        logger.warning(f"image_grid_pinpoints ignored: {model.config.backbone_config.model_type} backbones do not tile.")
+        return
+    configs = {id(config): config for config in (model.config.backbone_config, model.backbone.config)}
+    pinpoints = set_image_grid_pinpoints(list(configs.values()), processor.image_processor, value)
+    logger.info(f"anyres grids (height, width): {pinpoints}")
 
 
 def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None = None) -> ContrastiveTrainer:

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from trainer_fixtures import TinyCollator, rows, tiny_training_args  # noqa: E402
+from trainer_fixtures import SGD_COMPARISON, TinyCollator, rows, tiny_training_args  # noqa: E402
 
 from llave_hf.testing import tiny_model_and_processor  # noqa: E402
 from llave_hf.trainer import ContrastiveTrainer  # noqa: E402
@@ -31,7 +31,11 @@ def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_sta
             "gradient_clipping": "auto",
         }
     args = tiny_training_args(
-        os.path.join(out_dir, name), per_device_train_batch_size=batch, grad_cache_chunk_size=chunk, deepspeed=deepspeed
+        os.path.join(out_dir, name),
+        per_device_train_batch_size=batch,
+        grad_cache_chunk_size=chunk,
+        deepspeed=deepspeed,
+        **SGD_COMPARISON,
     )
     trainer = ContrastiveTrainer(
         model=model,
