@@ -64,6 +64,23 @@ def count_fixed_tokens(processor, outputs) -> list[int]:
     return [processor.num_image_tokens] * len(outputs["pixel_values"])
 
 
+# the same counts from image sizes alone ((height, width) pairs, e.g. read from file headers): no pixels decoded
+
+
+def count_anyres_tokens_from_sizes(processor, sizes: list[tuple[int, int]]) -> list[int]:
+    return count_anyres_tokens(processor, {"image_sizes": torch.tensor(sizes, dtype=torch.long).view(-1, 2)})
+
+
+def count_merged_patch_tokens_from_sizes(processor, sizes: list[tuple[int, int]]) -> list[int]:
+    image_processor = processor.image_processor
+    merge = image_processor.merge_size**2
+    return [image_processor.get_number_of_image_patches(height, width, {}) // merge for height, width in sizes]
+
+
+def count_fixed_tokens_from_sizes(processor, sizes: list[tuple[int, int]]) -> list[int]:
+    return [processor.num_image_tokens] * len(sizes)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # processor settings read off a backbone config
 
@@ -103,6 +120,8 @@ class BackboneFamily:
         image_token_attr, video_token_attr: the config attributes holding the image and video token ids.
         image_start_token_attr, image_end_token_attr: the config attributes of the tokens around an image's tokens.
         count_image_tokens: `(processor, image_processor_outputs) -> [tokens per image]`.
+        count_image_tokens_from_sizes: `(processor, [(height, width)]) -> [tokens per image]`, the same counts
+            without the pixels (sizes read from image file headers, for data summaries and run plans).
         processor_settings: `backbone_config -> dict` of `LlaveProcessor` settings the family needs.
         vision_tower: the module path of the vision encoder inside the backbone.
         projector: module paths of the vision-to-language projector (kept trainable when the tower is frozen; for
@@ -122,6 +141,7 @@ class BackboneFamily:
     image_start_token_attr: str | None = None
     image_end_token_attr: str | None = None
     count_image_tokens: Callable | None = None
+    count_image_tokens_from_sizes: Callable | None = None
     processor_settings: Callable[[object], dict] = lambda config: {}
     vision_tower: str | None = None
     projector: tuple[str, ...] = ()
@@ -175,6 +195,7 @@ _LLAVA_ONEVISION = BackboneFamily(
     image_token_attr="image_token_id",
     video_token_attr="video_token_id",
     count_image_tokens=count_anyres_tokens,
+    count_image_tokens_from_sizes=count_anyres_tokens_from_sizes,
     processor_settings=_siglip_patches,
     vision_tower="vision_tower",
     projector=("multi_modal_projector",),
@@ -192,6 +213,7 @@ _QWEN2_VL = BackboneFamily(
     image_start_token_attr="vision_start_token_id",
     image_end_token_attr="vision_end_token_id",
     count_image_tokens=count_merged_patch_tokens,
+    count_image_tokens_from_sizes=count_merged_patch_tokens_from_sizes,
     vision_tower="visual",
     projector=("visual.merger",),
 )
@@ -210,6 +232,7 @@ BACKBONES: dict[str, BackboneFamily] = {
             image_processor_class="LlavaImageProcessorPil",
             image_token_attr="image_token_id",
             count_image_tokens=count_fixed_tokens,
+            count_image_tokens_from_sizes=count_fixed_tokens_from_sizes,
             processor_settings=_clip_patches,
             vision_tower="vision_tower",
             projector=("multi_modal_projector",),

@@ -14,6 +14,7 @@ random model, for CPU runs). The processor is saved beside every checkpoint, so 
 `--eval_every_n_steps` steps and its P@1 (`eval_<dataset>_p@1`) is logged.
 """
 
+import logging as python_logging
 import os
 import sys
 from contextlib import contextmanager, nullcontext
@@ -44,6 +45,7 @@ from ..modeling.configuration_llave import LlaveEmbeddingConfig
 from ..modeling.modeling_llave import LlaveEmbeddingModel
 from ..modeling.processing_llave import LlaveProcessor
 from ..processors import load_processor, set_image_grid_pinpoints
+from ..run_plan import RunPlan, prompt_length_summary
 from ..sampler import ModalityLengthGroupedSampler
 from ..testing import FAMILIES, tiny_model_and_processor
 from ..trainer import ContrastiveTrainer
@@ -129,6 +131,17 @@ class DataArguments:
     eval_image_root: str | None = field(default=None, metadata={"help": "Folder the eval image paths start from."})
     eval_max_queries: int | None = field(default=None, metadata={"help": "Score only the first N queries per set."})
     eval_every_n_steps: int = field(default=500, metadata={"help": "Run the held-out evaluation every N steps."})
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "Print the run's plan and exit: rows per subset, optimizer steps, candidates per loss, prompt "
+            "lengths of a sample (image sizes from headers), parameters, memory per GPU. No weights are loaded."
+        },
+    )
+    dry_run_num_processes: int | None = field(
+        default=None, metadata={"help": "Processes (GPUs) to plan for (default: this launch's)."}
+    )
+    dry_run_sample_rows: int = field(default=1000, metadata={"help": "Rows whose prompt lengths the plan reports."})
 
     def __post_init__(self):
         self.train_data = os.path.expanduser(self.train_data)
@@ -239,6 +252,17 @@ def _load_model_and_processor(model_args: ModelArguments, training_args, empty_w
     return model, processor
 
 
+def _log_prompt_lengths(processor, train_dataset, data_args: DataArguments) -> None:
+    """The data summary's prompt lengths under the chosen tiling, from image headers (no pixels decoded)."""
+    summary = prompt_length_summary(processor, train_dataset, data_args.image_root, data_args.num_hard_negatives)
+    logger.info(f"Prompt lengths: {summary.describe()}.")
+    if summary.too_long_rows:
+        logger.warning(
+            f"{summary.too_long_rows:,} training rows have more template and image tokens than "
+            f"max_length={processor.max_length:,}: each stops the run (or is skipped with --skip_bad_samples)."
+        )
+
+
 def _set_image_grid_pinpoints(model: LlaveEmbeddingModel, processor, value) -> None:
     """The tiling in the saved config, the backbone's own config and the image processor alike."""
     if model.backbone_family.anyres_tile_size is None:
@@ -249,25 +273,70 @@ def _set_image_grid_pinpoints(model: LlaveEmbeddingModel, processor, value) -> N
     logger.info(f"anyres grids (height, width): {pinpoints}")
 
 
-def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None = None) -> ContrastiveTrainer:
+def _set_log_level(level: int) -> None:
+    """transformers' verbosity, and the same level for llave_hf's loggers, which live outside its hierarchy (else
+    their info messages, the data summary and the frozen parameters among them, would never show)."""
+    logging.set_verbosity(level)
+    package_logger = python_logging.getLogger("llave_hf")
+    package_logger.setLevel(level)
+    if not package_logger.handlers and not python_logging.getLogger().handlers:  # no handler set up by the caller
+        handler = python_logging.StreamHandler()
+        handler.setFormatter(python_logging.Formatter("[llave_hf] %(message)s"))
+        package_logger.addHandler(handler)
+
+
+def _load_train_data(data_args: DataArguments):
+    return load_mmeb_train(
+        data_args.train_data,
+        subsets=data_args.subsets,
+        split=data_args.split,
+        max_rows_per_subset=data_args.max_rows_per_subset,
+        require_negatives=data_args.num_hard_negatives > 0,
+    )
+
+
+def dry_run(model_args: ModelArguments, data_args: DataArguments, training_args) -> RunPlan:
+    """The run's plan (`RunPlan`), printed; the model is built on the meta device, no weights are loaded."""
+    model, processor = load_model_and_processor(model_args, training_args, data_args.max_length, empty_weights=True)
+    if training_args.freeze_vision_tower:
+        model.freeze_vision_tower()
+    zero_stage = 0
+    if training_args.deepspeed:
+        zero_stage = int(training_args.hf_deepspeed_config.config.get("zero_optimization", {}).get("stage", 0))
+    plan = RunPlan.build(
+        model,
+        processor,
+        _load_train_data(data_args),
+        training_args,
+        num_processes=data_args.dry_run_num_processes or training_args.world_size,
+        image_root=data_args.image_root,
+        num_hard_negatives=data_args.num_hard_negatives,
+        sample_rows=data_args.dry_run_sample_rows,
+        zero_stage=zero_stage,
+    )
+    print(plan.describe())
+    return plan
+
+
+def main(
+    argv: list[str] | None = None, callbacks: list[TrainerCallback] | None = None
+) -> ContrastiveTrainer | RunPlan:
     """Trains as configured by `argv` (default: the command line) and returns the trainer; `callbacks` are added to
-    the trainer's (e.g. to follow progress)."""
+    the trainer's (e.g. to follow progress). With `--dry_run`, prints and returns the run's plan instead."""
     model_args, data_args, training_args = parse_args(argv)
     # Trainer's remove_unused_columns would drop the raw MMEB columns before the collator sees them.
     training_args.remove_unused_columns = False
-    logging.set_verbosity(training_args.get_process_log_level())
+    _set_log_level(training_args.get_process_log_level())
     set_seed(training_args.seed)
+    if data_args.dry_run:
+        return dry_run(model_args, data_args, training_args)
     try:
         # The arguments come first: under ZeRO-3 they make from_pretrained partition the weights while loading.
         model, processor = load_model_and_processor(model_args, training_args, data_args.max_length)
         with training_args.main_process_first(desc="loading the training data"):
-            train_dataset = load_mmeb_train(
-                data_args.train_data,
-                subsets=data_args.subsets,
-                split=data_args.split,
-                max_rows_per_subset=data_args.max_rows_per_subset,
-                require_negatives=data_args.num_hard_negatives > 0,
-            )
+            train_dataset = _load_train_data(data_args)
+        if training_args.process_index == 0:
+            _log_prompt_lengths(processor, train_dataset, data_args)
         collator = ContrastiveCollator(
             processor,
             num_hard_negatives=data_args.num_hard_negatives,
