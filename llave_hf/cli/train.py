@@ -172,10 +172,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     return model_args, data_args, training_args
 
 
-def _wrap_backbone(backbone, empty_weights: bool = False) -> LlaveEmbeddingModel:
+def _wrap_backbone(backbone) -> LlaveEmbeddingModel:
     """A new `LlaveEmbeddingModel` around a loaded backbone."""
     config = LlaveEmbeddingConfig(backbone_config=backbone.config)
-    if is_deepspeed_zero3_enabled() and not empty_weights:
+    if is_deepspeed_zero3_enabled():
         # ZeRO-3 partitions weights as they are created (meta weights would break it): `_from_config` builds (and
         # initialises) a partitioned placeholder backbone, replaced below.
         model = LlaveEmbeddingModel._from_config(config)
@@ -241,8 +241,7 @@ def _load_model_and_processor(model_args: ModelArguments, training_args, empty_w
                     "is it a LLaVE checkpoint? For a backbone use --backbone_name_or_path."
                 )
         else:
-            backbone = load(model_args.backbone_name_or_path)
-            model = _wrap_backbone(backbone, empty_weights)
+            model = _wrap_backbone(load(model_args.backbone_name_or_path))
             model.config.pooling = model_args.pooling
             processor = load_processor(
                 model_args.backbone_name_or_path,
