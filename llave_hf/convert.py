@@ -22,7 +22,9 @@ What the conversion reproduces of the released image path (see `llava/model/llav
   other SigLIP tower; non-SigLIP towers are refused).
 - Projector `mlp2x_gelu` = Linear, exact GELU, Linear: `multi_modal_projector` with `projector_hidden_act="gelu"`.
 - anyres: `image_grid_pinpoints` are [width, height] pairs in the released config and (height, width) in
-  transformers; they are swapped, in the same order (so ties resolve alike). The image processor uses SigLIP's
+  transformers; they are swapped, in the same order (so ties resolve alike). `--image_grid_pinpoints` replaces them
+  (config and image processor alike), e.g. `"(1x1),...,(2x2)"` when converting a backbone to train with LLaVE's
+  tiling: a base model such as Aquila-VL-2B carries its own, larger grids. The image processor uses SigLIP's
   normalisation (mean = std = 0.5), bicubic resizing and tiles of the tower's image size; the base view comes first,
   then the tiles row-major, and `image_newline` follows every row of the unpadded grid, never the base view.
 - Tokens. The released code splices an image in at the sentinel id -200, which no tokenizer emits; transformers'
@@ -65,7 +67,7 @@ from transformers.utils import logging
 
 from .modeling.configuration_llave import LlaveEmbeddingConfig
 from .modeling.modeling_llave import LlaveEmbeddingModel
-from .processors import build_processor
+from .processors import build_processor, set_image_grid_pinpoints
 
 
 logger = logging.get_logger(__name__)
@@ -201,8 +203,11 @@ def prepare_tokenizer(src: str | Path, original_config: dict):
     return tokenizer
 
 
-def convert_config(original_config: dict, vision_config: SiglipVisionConfig, tokenizer, vocab_size: int):
-    """`LlaveEmbeddingConfig` over a `LlavaOnevisionConfig` equivalent to the released config."""
+def convert_config(
+    original_config: dict, vision_config: SiglipVisionConfig, tokenizer, vocab_size: int, image_grid_pinpoints=None
+):
+    """`LlaveEmbeddingConfig` over a `LlavaOnevisionConfig` equivalent to the released config; `image_grid_pinpoints`
+    (`llave_hf.processors.parse_image_grid_pinpoints`'s notation) replaces the released grids."""
     tile = vision_config.image_size
     pinpoints = original_config["image_grid_pinpoints"]
     if not all(len(pair) == 2 and pair[0] % tile == 0 and pair[1] % tile == 0 for pair in pinpoints):
@@ -220,6 +225,8 @@ def convert_config(original_config: dict, vision_config: SiglipVisionConfig, tok
         image_grid_pinpoints=[[height, width] for width, height in pinpoints],
         vision_aspect_ratio=original_config["image_aspect_ratio"],
     )
+    if image_grid_pinpoints is not None:
+        set_image_grid_pinpoints([backbone_config], None, image_grid_pinpoints)
     return LlaveEmbeddingConfig(backbone_config=backbone_config, pooling="last", normalize=True)
 
 
@@ -235,13 +242,18 @@ def build_image_processor(backbone_config: LlavaOnevisionConfig) -> LlavaOnevisi
     )
 
 
-def convert_llave_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype | None = None):
+def convert_llave_checkpoint(
+    src: str | Path, dst: str | Path, dtype: torch.dtype | None = None, image_grid_pinpoints=None
+):
     """Converts the released LLaVE checkpoint in `src` into an HF-native `LlaveEmbeddingModel` folder `dst`.
 
     Args:
         src: released checkpoint folder (LLaVA-NeXT layout).
         dst: output folder; must not exist or be empty.
         dtype: dtype of the saved weights; defaults to that of the released embeddings.
+        image_grid_pinpoints: anyres grids replacing the released ones, in the config and the image processor
+            (`"(1x1),...,(2x2)"` or (height, width) pixel pairs, see `llave_hf.processors.parse_image_grid_pinpoints`);
+            `None` keeps the released ones.
     """
     src, dst = Path(src), Path(dst)
     if dst.exists() and any(dst.iterdir()):
@@ -259,7 +271,8 @@ def convert_llave_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtyp
     if embeddings.shape[0] < len(tokenizer):
         padding = embeddings.new_zeros(len(tokenizer) - embeddings.shape[0], embeddings.shape[1])
         state_dict["language_model.embed_tokens.weight"] = torch.cat([embeddings, padding])
-    config = convert_config(original_config, vision_config, tokenizer, max(embeddings.shape[0], len(tokenizer)))
+    vocab_size = max(embeddings.shape[0], len(tokenizer))
+    config = convert_config(original_config, vision_config, tokenizer, vocab_size, image_grid_pinpoints)
     dtype = dtype or embeddings.dtype
 
     with torch.device("meta"):
@@ -331,9 +344,17 @@ def main(argv=None):
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default=None, help="dtype of the saved weights (default: as released)"
     )
+    parser.add_argument(
+        "--image_grid_pinpoints",
+        default=None,
+        help="anyres grids replacing the checkpoint's: '(1x1),...,(2x2)' (LLaVE's training tiling) or "
+        "[height, width] pixel pairs as JSON",
+    )
     args = parser.parse_args(argv)
     python_logging.basicConfig(level=python_logging.INFO, format="%(message)s")  # this module's messages only
-    convert_llave_checkpoint(args.src, args.dst, DTYPES[args.dtype] if args.dtype else None)
+    convert_llave_checkpoint(
+        args.src, args.dst, DTYPES[args.dtype] if args.dtype else None, image_grid_pinpoints=args.image_grid_pinpoints
+    )
 
 
 if __name__ == "__main__":

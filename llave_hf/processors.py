@@ -5,11 +5,66 @@ Image processors are transformers' PIL classes: the stock LLaVA-OneVision and Qw
 processor, which needs torchvision.
 """
 
+import json
+import re
+from collections.abc import Sequence
+
 import transformers
 from transformers import AutoTokenizer, PretrainedConfig
 
 from .modeling.backbones import backbone_family
 from .modeling.processing_llave import LlaveProcessor, LlaveTextProcessor
+
+
+# LLaVA-NeXT's range notation, e.g. "(1x1),...,(2x2)": grids from the first to the last (columns x rows) of tiles.
+_GRID_RANGE = re.compile(r"\((\d+)x(\d+)\)")
+
+
+def parse_image_grid_pinpoints(value: str | Sequence[Sequence[int]], tile_size: int) -> list[list[int]]:
+    """
+    anyres grids as transformers' `image_grid_pinpoints`: (height, width) pixel pairs.
+
+    Args:
+        value: the released training command's notation `"(1x1),...,(2x2)"` (every grid from the first to the last
+            count of tiles, written columns x rows as LLaVA-NeXT does: `(1x2)` is one tile wide and two high), or
+            (height, width) pixel pairs, as a list or its JSON text (`"[[384, 384], [768, 384]]"`).
+        tile_size: the tile side in pixels (the vision tower's input size; 384 for SigLIP-so400m).
+
+    `"(1x1),...,(2x2)"` with 384-px tiles gives `[[384, 384], [768, 384], [384, 768], [768, 768]]`, LLaVE's grids
+    of at most 2x2 tiles in the released order (which breaks ties alike).
+    """
+    if isinstance(value, str):
+        grids = _GRID_RANGE.findall(value)
+        if grids:
+            (first_columns, first_rows), (last_columns, last_rows) = grids[0], grids[-1]
+            return [
+                [rows * tile_size, columns * tile_size]
+                for columns in range(int(first_columns), int(last_columns) + 1)
+                for rows in range(int(first_rows), int(last_rows) + 1)
+            ]
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"image_grid_pinpoints {value!r} is neither '(1x1),...,(2x2)' nor a JSON list of [height, width]."
+            ) from error
+    if not isinstance(value, Sequence) or not all(isinstance(pair, Sequence) and len(pair) == 2 for pair in value):
+        raise ValueError(f"image_grid_pinpoints must be [height, width] pixel pairs, got {value!r}.")
+    return [[int(height), int(width)] for height, width in value]
+
+
+def set_image_grid_pinpoints(
+    backbone_configs: Sequence[PretrainedConfig], image_processor, value: str | Sequence[Sequence[int]]
+) -> list[list[int]]:
+    """Sets anyres tiling (`parse_image_grid_pinpoints`'s `value`) in every given backbone config and the image
+    processor together, and returns the pixel pairs; a clear error for a family that does not tile."""
+    family = backbone_family(backbone_configs[0])
+    if family.anyres_tile_size is None:
+        raise ValueError(f"{family.model_type} backbones do not tile images: image_grid_pinpoints does not apply.")
+    pinpoints = parse_image_grid_pinpoints(value, family.anyres_tile_size(backbone_configs[0]))
+    for config in backbone_configs:
+        family.set_image_grid_pinpoints(config, image_processor, pinpoints)
+    return pinpoints
 
 
 def build_processor(
@@ -60,4 +115,4 @@ def load_processor(
     return build_processor(backbone_config, tokenizer, image_processor, max_length=max_length)
 
 
-__all__ = ["build_processor", "load_processor"]
+__all__ = ["build_processor", "load_processor", "parse_image_grid_pinpoints", "set_image_grid_pinpoints"]

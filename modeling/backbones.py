@@ -64,6 +64,23 @@ def count_fixed_tokens(processor, outputs) -> list[int]:
     return [processor.num_image_tokens] * len(outputs["pixel_values"])
 
 
+# the same counts from image sizes alone ((height, width) pairs, e.g. read from file headers): no pixels decoded
+
+
+def count_anyres_tokens_from_sizes(processor, sizes: list[tuple[int, int]]) -> list[int]:
+    return count_anyres_tokens(processor, {"image_sizes": torch.tensor(sizes, dtype=torch.long).view(-1, 2)})
+
+
+def count_merged_patch_tokens_from_sizes(processor, sizes: list[tuple[int, int]]) -> list[int]:
+    image_processor = processor.image_processor
+    merge = image_processor.merge_size**2
+    return [image_processor.get_number_of_image_patches(height, width, {}) // merge for height, width in sizes]
+
+
+def count_fixed_tokens_from_sizes(processor, sizes: list[tuple[int, int]]) -> list[int]:
+    return [processor.num_image_tokens] * len(sizes)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # processor settings read off a backbone config
 
@@ -75,6 +92,11 @@ def _siglip_patches(config) -> dict:
         "num_image_tokens": (vision.image_size // vision.patch_size) ** 2,
         "vision_aspect_ratio": config.vision_aspect_ratio,
     }
+
+
+def _siglip_tile_size(config) -> int:
+    """LLaVA-OneVision: anyres tiles are the vision tower's input size (384 px for SigLIP-so400m)."""
+    return config.vision_config.image_size
 
 
 def _clip_patches(config) -> dict:
@@ -98,10 +120,15 @@ class BackboneFamily:
         image_token_attr, video_token_attr: the config attributes holding the image and video token ids.
         image_start_token_attr, image_end_token_attr: the config attributes of the tokens around an image's tokens.
         count_image_tokens: `(processor, image_processor_outputs) -> [tokens per image]`.
+        count_image_tokens_from_sizes: `(processor, [(height, width)]) -> [tokens per image]`, the same counts
+            without the pixels (sizes read from image file headers, for data summaries and run plans).
         processor_settings: `backbone_config -> dict` of `LlaveProcessor` settings the family needs.
         vision_tower: the module path of the vision encoder inside the backbone.
         projector: module paths of the vision-to-language projector (kept trainable when the tower is frozen; for
             Qwen-VL families they live inside the tower).
+        anyres_tile_size: `backbone_config -> tile side in pixels` for families that tile images on a grid chosen
+            among `image_grid_pinpoints` ((height, width) pixel pairs, multiples of the tile), held by both the
+            backbone config (the model's feature layout) and the image processor (the tiling); `None` otherwise.
     """
 
     model_type: str
@@ -114,9 +141,11 @@ class BackboneFamily:
     image_start_token_attr: str | None = None
     image_end_token_attr: str | None = None
     count_image_tokens: Callable | None = None
+    count_image_tokens_from_sizes: Callable | None = None
     processor_settings: Callable[[object], dict] = lambda config: {}
     vision_tower: str | None = None
     projector: tuple[str, ...] = ()
+    anyres_tile_size: Callable[[object], int] | None = None
 
     @property
     def multimodal(self) -> bool:
@@ -147,6 +176,21 @@ class BackboneFamily:
             return parts[0]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
+    def set_image_grid_pinpoints(self, backbone_config, image_processor, pinpoints: list[list[int]]) -> None:
+        """Sets the anyres grids to `pinpoints` ((height, width) pixel pairs) in the backbone config and the image
+        processor together: the processor's tiling and token count and the model's feature layout must agree."""
+        if self.anyres_tile_size is None:
+            raise ValueError(f"{self.model_type} backbones do not tile images: image_grid_pinpoints does not apply.")
+        tile = self.anyres_tile_size(backbone_config)
+        pinpoints = [[int(height), int(width)] for height, width in pinpoints]
+        if not pinpoints or any(side <= 0 or side % tile for pair in pinpoints for side in pair):
+            raise ValueError(f"image_grid_pinpoints must be (height, width) multiples of the {tile}-px tile, got {pinpoints}.")
+        if image_processor is not None and image_processor.size.get("height") != tile:
+            raise ValueError(f"The image processor's tiles are {image_processor.size}, the vision tower's {tile} px.")
+        backbone_config.image_grid_pinpoints = pinpoints
+        if image_processor is not None:
+            image_processor.image_grid_pinpoints = pinpoints
+
     def frozen_tower_parameters(self, backbone: torch.nn.Module) -> list[torch.nn.Parameter]:
         """The vision encoder's parameters, without the projector's."""
         if self.vision_tower is None:
@@ -165,9 +209,11 @@ _LLAVA_ONEVISION = BackboneFamily(
     image_token_attr="image_token_id",
     video_token_attr="video_token_id",
     count_image_tokens=count_anyres_tokens,
+    count_image_tokens_from_sizes=count_anyres_tokens_from_sizes,
     processor_settings=_siglip_patches,
     vision_tower="vision_tower",
     projector=("multi_modal_projector",),
+    anyres_tile_size=_siglip_tile_size,
 )
 _QWEN2_VL = BackboneFamily(
     model_type="qwen2_vl",
@@ -181,6 +227,7 @@ _QWEN2_VL = BackboneFamily(
     image_start_token_attr="vision_start_token_id",
     image_end_token_attr="vision_end_token_id",
     count_image_tokens=count_merged_patch_tokens,
+    count_image_tokens_from_sizes=count_merged_patch_tokens_from_sizes,
     vision_tower="visual",
     projector=("visual.merger",),
 )
@@ -199,6 +246,7 @@ BACKBONES: dict[str, BackboneFamily] = {
             image_processor_class="LlavaImageProcessorPil",
             image_token_attr="image_token_id",
             count_image_tokens=count_fixed_tokens,
+            count_image_tokens_from_sizes=count_fixed_tokens_from_sizes,
             processor_settings=_clip_patches,
             vision_tower="vision_tower",
             projector=("multi_modal_projector",),

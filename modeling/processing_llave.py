@@ -226,6 +226,36 @@ class LlaveProcessor(ProcessorMixin):
         inputs = {name: outputs[name] for name in self.family.image_inputs}
         return inputs, self.family.count_image_tokens(self, outputs)
 
+    def prompt_lengths(
+        self, texts: list[str | None], image_sizes: list[tuple[int, int] | None], instruction: str | None = None
+    ) -> list[tuple[int, int]]:
+        """
+        The tokens of each item's prompt before any truncation, and the part of them that truncation cannot shorten
+        (template and image tokens), from image sizes alone: no image is opened. A prompt over `max_length` is
+        truncated (a warning) when the second leaves room for a token of text, else it is an error.
+
+        Args:
+            texts: the items' texts (`None` for an image-only item).
+            image_sizes: each item's image size as (height, width), e.g. read from the file's header; `None` for no
+                image.
+            instruction: as in `__call__`.
+        """
+        sized = [size for size in image_sizes if size is not None]
+        counts = iter(self.family.count_image_tokens_from_sizes(self, sized) if sized else [])
+        # one image token stands for each image: the others are added to the count; one tokenizer call for all
+        user_texts = [self.format_text(text, size is not None, instruction) for text, size in zip(texts, image_sizes)]
+        prompts = [
+            self.prompt_template.replace("{text}", user_text.replace(self.image_token, self._image_tokens(1)))
+            for user_text in ["", self.image_token, *user_texts]
+        ]
+        encoded = self.tokenizer(prompts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        text_only, with_image, *lengths = map(len, encoded)
+        result = []
+        for length, size in zip(lengths, image_sizes):
+            extra = next(counts) - 1 if size is not None else 0
+            result.append((length + extra, (with_image if size is not None else text_only) + extra))
+        return result
+
     # ----------------------------------------------------------------------------------------------------------
     # tokenization
 

@@ -366,3 +366,17 @@ def test_cli_bfloat16_and_refuses_non_empty_destination(tmp_path):
     assert json.loads((tmp_path / "converted" / "config.json").read_text())["dtype"] == "bfloat16"
     with pytest.raises(FileExistsError):
         main([str(tmp_path / "original"), str(tmp_path / "converted")])
+
+
+def test_image_grid_pinpoints_replace_the_released_tiling_in_config_and_processor(tmp_path):
+    """A base model's own grids (here up to 4x4 tiles) give way to LLaVE's training tiling, in both places."""
+    make_original_checkpoint(tmp_path / "original", "0.5b")
+    main([str(tmp_path / "original"), str(tmp_path / "converted"), "--image_grid_pinpoints", "(1x1),...,(2x2)"])
+    expected = [[IMAGE_SIZE, IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE] * 2]
+    assert expected != [[height, width] for width, height in PINPOINTS]
+    config = json.loads((tmp_path / "converted" / "config.json").read_text())
+    assert config["backbone_config"]["image_grid_pinpoints"] == expected
+    processor = AutoProcessor.from_pretrained(tmp_path / "converted", trust_remote_code=True)
+    assert processor.image_processor.image_grid_pinpoints == expected
+    with pytest.raises(ValueError, match="multiples of the 32-px tile"):
+        convert_llave_checkpoint(tmp_path / "original", tmp_path / "bad", image_grid_pinpoints=[[32, 40]])

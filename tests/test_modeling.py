@@ -171,6 +171,24 @@ def test_image_tokens_match_vision_features(family, make_image):
     assert torch.isfinite(embeddings).all()
 
 
+@pytest.mark.parametrize("family", VISION_FAMILIES)
+def test_prompt_lengths_from_image_sizes_equal_the_processed_prompts(family, make_image):
+    """Lengths for a run's data summary come from image sizes alone; they must be the processor's real lengths."""
+    _, processor = tiny_model_and_processor(family)
+    sizes = [(32, 32), (20, 50), None, (64, 17), (9, 64), None]
+    texts = ["<|image_1|> Represent the given image.", "a red square", "just a text", None, "find <|image_1|> it", "a"]
+    images = [make_image(*size, seed=i) if size else None for i, size in enumerate(sizes)]
+    lengths = processor(text=texts, images=images)["attention_mask"].sum(dim=1).tolist()
+    assert [length for length, _ in processor.prompt_lengths(texts, sizes)] == lengths
+    # what truncation cannot shorten: a longer prompt fits into one token more (at least one text token), not into it
+    for text, image, (length, fixed) in zip(texts, images, processor.prompt_lengths(texts, sizes)):
+        processor.max_length = fixed
+        with pytest.raises(ValueError, match="template and image tokens alone"):
+            processor(text=[text], images=[image])
+        processor.max_length = fixed + 1
+        assert processor(text=[text], images=[image])["attention_mask"].sum() == min(length, fixed + 1)
+
+
 def test_mean_pooling_and_unnormalized_output():
     model, processor = tiny_model_and_processor("qwen2")
     model.config.pooling, model.config.normalize = "mean", False

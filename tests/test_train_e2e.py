@@ -1,23 +1,37 @@
 """End to end: `train.py` with the presets on tiny models and the on-disk MMEB fixture, in one and two processes."""
 
+import dataclasses
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from mmeb_fixtures import make_mmeb_fixture
+from mmeb_fixtures import draw, make_mmeb_fixture
+from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor, LlavaOnevisionForConditionalGeneration, TrainerCallback
+from transformers import (
+    AutoModel,
+    AutoProcessor,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    Qwen2Config,
+    SiglipVisionConfig,
+    TrainerCallback,
+)
+from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
 from llave_hf import LlaveEmbeddingModel, LlaveProcessor
-from llave_hf.cli.train import main, parse_args
-from llave_hf.mmeb_train import MMEB_TRAIN_SUBSETS
-from llave_hf.testing import tiny_backbone_config, tiny_processor, tiny_tokenizer
+from llave_hf.cli.train import load_model_and_processor, main, parse_args
+from llave_hf.collator import ContrastiveCollator
+from llave_hf.mmeb_train import MMEB_TRAIN_SUBSETS, load_mmeb_train
+from llave_hf.run_plan import prompt_length_summary
+from llave_hf.testing import tiny_backbone_config, tiny_model_and_processor, tiny_processor, tiny_tokenizer
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,12 +88,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _torchrun(arguments: list[str], script: Path = ROOT / "train.py", preset: str = TINY, timeout: int = 600):
+def _torchrun(arguments: list[str], script: Path = ROOT / "train.py", preset: str = TINY, timeout: int = 600) -> str:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
     command += ["--master_port", str(_free_port()), str(script), preset, *arguments]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result.stdout + result.stderr
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -128,6 +143,49 @@ def test_2b_preset_is_the_papers_recipe():
     assert (data_args.max_length, data_args.num_hard_negatives, data_args.group_by_modality_length) == (4096, 0, True)
     seven = parse_args([str(PRESETS / "llave-7b.yaml")])[2]
     assert seven.learning_rate == 5e-6 and yaml.safe_load((PRESETS / "llave-7b.yaml").read_text())["tf32"] is False
+
+
+# The released training command (LLaVE's README), flag by flag, as our presets' keys; README.md's table gives the
+# flags that have no key of their own (architecture, prompt, video) and why.
+RELEASED_COMMAND = {
+    "deepspeed": "training_args/deepspeed/zero3.json",  # --deepspeed scripts/zero3.json
+    "train_data": "TIGER-Lab/MMEB-train",  # --data_path
+    "max_rows_per_subset": 50000,  # --num_sample_per_subset
+    "group_by_modality_length": True,
+    "image_grid_pinpoints": "(1x1),...,(2x2)",
+    "freeze_vision_tower": True,  # --mm_tunable_parts mm_mlp_adapter,mm_language_model
+    "bf16": True,
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 8,
+    "save_strategy": "steps",
+    "save_steps": 500,
+    "save_total_limit": 1,
+    "weight_decay": 0.0,
+    "warmup_steps": 0.03,  # --warmup_ratio 0.03
+    "lr_scheduler_type": "cosine",
+    "max_length": 4096,  # --model_max_length
+    "activation_checkpointing": True,  # --gradient_checkpointing
+    "dataloader_num_workers": 4,
+    "torch_compile": True,
+    "torch_compile_backend": "inductor",
+    "dataloader_drop_last": True,
+    "loss_alpha": 9.0,  # --alpha 9
+}
+
+
+@pytest.mark.parametrize("preset", ["llave-0.5b", "llave-2b", "llave-7b"])
+def test_presets_follow_the_released_command_line(preset):
+    raw = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text())
+    assert {key: raw.get(key) for key in RELEASED_COMMAND} == RELEASED_COMMAND
+    # Table 5: lr 1e-5 and bf16 + TF32, except 7B: 5e-6 and bf16 only (Ascend NPUs)
+    assert (raw["learning_rate"], raw["tf32"]) == ((5e-6, False) if preset == "llave-7b" else (1e-5, True))
+    _, data_args, _ = parse_args([str(PRESETS / f"{preset}.yaml")])
+    assert data_args.subsets is None and MMEB_TRAIN_SUBSETS == (  # --subset_name: the 20, in the released order
+        "ImageNet_1K", "HatefulMemes", "SUN397", "N24News", "VOC2007", "OK-VQA", "A-OKVQA", "DocVQA",
+        "InfographicsVQA", "ChartQA", "Visual7W", "VisDial", "CIRR", "NIGHTS", "WebQA", "VisualNews_i2t",
+        "VisualNews_t2i", "MSCOCO_t2i", "MSCOCO_i2t", "MSCOCO",
+    )  # fmt: skip
 
 
 def test_command_line_overrides_yaml_and_bad_configurations(tmp_path):
@@ -246,26 +304,31 @@ def test_two_processes_with_gradient_checkpointing_and_a_bad_image(fixture, tmp_
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_on_cpu(fixture, tmp_path):
+def test_deepspeed_zero2_on_cpu_equals_ddp(fixture, tmp_path):
+    """ZeRO-2 in float32 shards optimizer state and gradients only: its SGD steps must equal DDP's on the same data.
+    SGD without clipping: Adam's first step, and clipping to a norm the gradient exceeds, would both hide a gradient
+    scaled by any factor."""
     pytest.importorskip("deepspeed")
+    steps = dict(per_device_train_batch_size=4, max_steps=2, optim="sgd", learning_rate=1e-3, max_grad_norm=0.0)
+    _torchrun(_overrides(fixture, tmp_path / "ddp", **steps))
     output_dir = tmp_path / "zero2"
     deepspeed = PRESETS / "deepspeed" / "zero2.json"
     _torchrun(
-        _overrides(
-            fixture,
-            output_dir,
-            per_device_train_batch_size=4,
-            max_steps=2,
-            deepspeed=deepspeed,
-            save_strategy="steps",
-            save_steps=2,
-        ),
+        _overrides(fixture, output_dir, **steps, deepspeed=deepspeed, save_strategy="steps", save_steps=2),
         timeout=900,  # the first run compiles a DeepSpeed C++ op
     )
     losses = _losses(json.loads((output_dir / "trainer_state.json").read_text())["log_history"])
-    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    ddp_losses = _losses(json.loads((tmp_path / "ddp" / "trainer_state.json").read_text())["log_history"])
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(ddp_losses), rtol=1e-5, atol=1e-6)
     assert (output_dir / "checkpoint-2" / "global_step2").is_dir()  # DeepSpeed's own checkpoint: it really ran
     assert isinstance(AutoModel.from_pretrained(output_dir / "checkpoint-2"), LlaveEmbeddingModel)
+    ddp, zero2 = load_file(tmp_path / "ddp" / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    initial = tiny_model_and_processor("llava_onevision", seed=42)[0].state_dict()  # the tiny preset's seed
+    change = max((ddp[name] - value).abs().max().item() for name, value in initial.items() if name in ddp)
+    assert change > 1e-3, f"training moved the parameters by {change:.1e}: the comparison would be vacuous"
+    assert zero2.keys() == ddp.keys()
+    for name, value in ddp.items():
+        torch.testing.assert_close(zero2[name], value, rtol=0, atol=1e-5, msg=name)
 
 
 @pytest.mark.slow
@@ -280,13 +343,17 @@ def test_deepspeed_zero3_wraps_a_pretrained_backbone(fixture, tmp_path):
     )
     output_dir = tmp_path / "zero3"
     deepspeed = PRESETS / "deepspeed" / "zero3.json"
-    _torchrun(
+    output = _torchrun(
         _overrides(
-            fixture, output_dir, per_device_train_batch_size=4, max_steps=1, learning_rate=0.0, deepspeed=deepspeed
+            fixture, output_dir, per_device_train_batch_size=4, max_steps=1, learning_rate=0.0, deepspeed=deepspeed,
+            log_level="info",
         ),
         script=script,
         preset=_preset_with(tmp_path, backbone_name_or_path=str(tmp_path / "backbone")),
-    )
+    )  # fmt: skip
+    # ZeRO-3 partitions the weights (numel() is 0): the frozen tower is counted by its full size, ds_numel
+    tower = sum(parameter.numel() for parameter in source.model.vision_tower.parameters())
+    assert f"Froze {tower:,} vision-tower parameters" in output, output[-3000:]
     trained = AutoModel.from_pretrained(
         output_dir
     )  # gathered from the shards (stage3_gather_16bit_weights_on_model_save)
@@ -322,3 +389,155 @@ def test_held_out_p_at_1_is_logged_during_training(fixture, tmp_path):
     logged = [entry["eval_ToyT2I_p@1"] for entry in trainer.state.log_history if "eval_ToyT2I_p@1" in entry]
     assert len(logged) == 2 and all(0.0 <= value <= 1.0 for value in logged)
     assert [entry["eval_ToyT2I_p@1"] for entry in recorder.logs if "eval_ToyT2I_p@1" in entry] == logged
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the presets at full scale, on the meta device (no weights)
+
+
+def _save_onevision_0_5b_architecture(path: Path) -> None:
+    """llava-onevision-qwen2-0.5b-ov-hf's architecture as on the Hub (config and image processor, no weights):
+    Qwen2-0.5B, SigLIP-so400m (26 layers, 384-px tiles of 27x27 patches) and transformers' default anyres grids of
+    up to 6x6 tiles. Its tokenizer here is the tiny one: token counts of the text differ from Qwen's."""
+    tokenizer = tiny_tokenizer()
+    vision = SiglipVisionConfig(
+        hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16, image_size=384,
+        patch_size=14, vision_use_head=False,
+    )  # fmt: skip
+    text = Qwen2Config(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+        num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True,
+    )  # fmt: skip
+    config = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        architectures=["LlavaOnevisionForConditionalGeneration"],
+    )
+    assert len(config.image_grid_pinpoints) == 36  # up to 6x6 tiles
+    config.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    LlavaOnevisionImageProcessorPil(image_grid_pinpoints=config.image_grid_pinpoints).save_pretrained(path)
+
+
+# Image tokens of LLaVA-OneVision per image (height x width): the checkpoints' 6x6 grids, and LLaVE's 2x2
+ANYRES_TOKENS = {
+    (480, 640): (2929, 2929), (1024, 1024): (7371, 3699), (2000, 1500): (7332, 2943), (3000, 800): (8019, 1593)
+}  # fmt: skip
+
+
+def _image_tokens(processor) -> list[int]:
+    images = [Image.new("RGB", (width, height)) for height, width in ANYRES_TOKENS]
+    outputs = [processor.image_processor([image], return_tensors="pt") for image in images]
+    return [processor.family.count_image_tokens(processor, output) for output in outputs]
+
+
+@pytest.mark.parametrize("preset", ["llave-0.5b", "llave-2b", "llave-7b"])
+def test_presets_tile_images_as_the_released_recipe(tmp_path, preset):
+    """'(1x1),...,(2x2)': grids of at most 2x2 tiles of 384 px, in the config the model reads and the image processor
+    that tiles and counts tokens, whatever the backbone carries."""
+    _save_onevision_0_5b_architecture(tmp_path / "backbone")
+    model_args, data_args, training_args = parse_args([str(PRESETS / f"{preset}.yaml")])
+    assert model_args.image_grid_pinpoints == "(1x1),...,(2x2)"
+    source = dataclasses.replace(model_args, model_name_or_path=None, backbone_name_or_path=str(tmp_path / "backbone"))
+    model, processor = load_model_and_processor(source, training_args, data_args.max_length, empty_weights=True)
+    assert model.device.type == "meta"
+    grids = [[384, 384], [768, 384], [384, 768], [768, 768]]
+    assert processor.image_processor.image_grid_pinpoints == grids
+    assert model.config.backbone_config.image_grid_pinpoints == model.backbone.config.image_grid_pinpoints == grids
+    assert [count for [count] in _image_tokens(processor)] == [released for _, released in ANYRES_TOKENS.values()]
+    if preset == "llave-0.5b":  # the backbone's own tiling, for contrast
+        default = load_model_and_processor(
+            dataclasses.replace(source, image_grid_pinpoints=None), training_args, 4096, empty_weights=True
+        )[1]
+        assert [count for [count] in _image_tokens(default)] == [six for six, _ in ANYRES_TOKENS.values()]
+
+
+def test_dry_run_plans_the_tiny_preset_without_training(fixture, tmp_path):
+    output_dir = tmp_path / "out"
+    arguments = _overrides(fixture, output_dir, per_device_train_batch_size=4, num_train_epochs=2)
+    plan = main([TINY, *arguments, "--max_steps", "-1", "--dry_run", "--dry_run_num_processes", "2"])
+    assert not output_dir.exists()  # nothing trained, nothing saved
+    assert plan.rows_per_subset == {"ToyI2T": 8, "ToyT2I": 8}
+    # 16 rows in steps of 4 per device x 2 processes, no accumulation, 2 epochs; each query sees 4 x 2 targets
+    assert (plan.steps_per_epoch, plan.optimizer_steps, plan.candidates_per_loss) == (2, 4, 8)
+    model, processor = tiny_model_and_processor("llava_onevision", seed=42)
+    tower = sum(p.numel() for p in model.backbone.vision_tower.parameters())
+    assert (plan.frozen_parameters, plan.trainable_parameters) == (tower, model.num_parameters() - tower)
+    # the prompt lengths from image headers are those of the processed batch (every row: the sample is the data)
+    rows = load_mmeb_train(fixture["data"])
+    batch = ContrastiveCollator(processor, image_root=fixture["image_root"])(list(rows))
+    assert sorted(plan.sample.lengths) == sorted(batch.inputs["attention_mask"].sum(dim=1).tolist())
+    trainable = model.num_parameters() - tower
+    assert plan.zero_stage == 0 and plan.memory_per_gpu == {"DDP (float32 weights, AdamW)": 4 * tower + 16 * trainable}
+
+
+def test_dry_run_plans_the_full_0_5b_architecture_on_the_meta_device(fixture, tmp_path, capsys):
+    """The 0.5B preset on 8 GPUs with LLaVA-OneVision-0.5B's full architecture, built without weights."""
+    _save_onevision_0_5b_architecture(tmp_path / "backbone")
+    preset = _preset_with(tmp_path, **{
+        **yaml.safe_load((PRESETS / "llave-0.5b.yaml").read_text()), "backbone_name_or_path": str(tmp_path / "backbone"),
+        "log_level": "warning",
+    })  # fmt: skip
+    arguments = ["--train_data", fixture["data"], "--image_root", fixture["image_root"], "--output_dir", tmp_path]
+    plan = main([preset, *map(str, arguments), "--dry_run", "--dry_run_num_processes", "8"])
+    # SigLIP-so400m without its last layer (26 layers), counted by hand: frozen
+    width, mlp, layers, patch = 1152, 4304, 26, 14
+    tower = 3 * patch * patch * width + width + 729 * width + 2 * width
+    tower += layers * (4 * (width * width + width) + 4 * width + 2 * width * mlp + mlp + width)
+    # Qwen2-0.5B (tied embeddings, 2 key/value heads of 64), the projector and image_newline: trained
+    hidden, kv, ffn, vocab = 896, 128, 4864, 151936
+    layer = 2 * hidden * hidden + hidden + 2 * (hidden * kv + kv) + 3 * hidden * ffn + 2 * hidden
+    language = vocab * hidden + 24 * layer
+    trained = language + hidden + (width * hidden + hidden + hidden * hidden + hidden) + hidden
+    assert (plan.frozen_parameters, plan.trainable_parameters) == (tower, trained) == (397_747_744, 495_870_464)
+    assert plan.largest_layer_parameters == vocab * hidden  # the embeddings: ZeRO-3 gathers them whole
+    assert plan.zero_stage == 3 and plan.candidates_per_loss == 32  # 4 per device x 8 GPUs
+    assert plan.per_device_batch * plan.num_processes * plan.accumulation_steps == 256
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    expected = estimate_zero3_model_states_mem_needs(tower + trained, vocab * hidden, 8, 1, cpu_offload=False)[1]
+    assert plan.memory_per_gpu["ZeRO-3"] == expected == 4 * vocab * hidden + 18 * (tower + trained) // 8
+    printed = capsys.readouterr().out
+    assert "Optimizer steps" in printed and "trainable 495,870,464, frozen 397,747,744" in printed
+    # the fixture's 32-px images are upscaled to one 384-px tile: base view, tile and newlines, 1,485 image tokens
+    assert max(plan.sample.lengths) == 1485 + 30 and plan.sample.too_long_rows == 0  # + template and text: 30
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the data summary: prompt lengths from image headers
+
+
+def test_rows_over_max_length_are_counted_from_image_headers_like_the_collator_sees_them(fixture, monkeypatch, caplog):
+    images = fixture["image_root"] / "images"
+    draw("red", "square", size=64).save(images / "red_square.png")  # a 2x2 grid of 32-px tiles: more image tokens
+    (images / "green_circle.png").unlink()  # a row's query, another row's target
+    rows = list(load_mmeb_train(fixture["data"]))
+    processor = tiny_processor("llava_onevision")
+    # the 64-px image's template and image tokens exceed it; the other images' prompts exceed it only with their text
+    processor.max_length = 60
+    expected = Counter()
+    for row in rows:  # the reference: what the collator does with each row
+        caplog.clear()
+        try:
+            with caplog.at_level("WARNING"):
+                ContrastiveCollator(processor, image_root=fixture["image_root"])([row])
+        except FileNotFoundError:
+            expected["unreadable"] += 1
+        except ValueError as error:
+            assert "template and image tokens alone" in str(error)
+            expected["too_long"] += 1
+        else:
+            expected["truncated"] += "text truncated" in caplog.text
+    assert expected == {"unreadable": 2, "too_long": 2, "truncated": 12}
+
+    # header reads only: decoding any pixels fails the test
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("pixels decoded"))
+    summary = prompt_length_summary(processor, load_mmeb_train(fixture["data"]), fixture["image_root"], chunk_rows=5)
+    found = {"unreadable": summary.unreadable_rows, "too_long": summary.too_long_rows}
+    assert {**found, "truncated": summary.truncated_rows} == dict(expected)
+    assert summary.rows == 16 and len(summary.lengths) == 2 * (16 - 2)

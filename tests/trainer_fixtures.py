@@ -64,6 +64,13 @@ def tiny_training_args(output_dir: str, **overrides) -> ContrastiveTrainingArgum
     return ContrastiveTrainingArguments(**values)
 
 
+# Plain SGD for runs compared with each other: Adam's first update is lr * g / |g| whatever the scale of g, so a
+# doubled loss (a missing DDP average, a doubled accumulation division) would move the parameters exactly as the right
+# one. With SGD the update is lr * g: a doubled gradient moves the tiny models' parameters 0.07 further (lr 1e-3, the
+# first step's gradient norm is about 400), far beyond the comparisons' tolerances.
+SGD_COMPARISON = dict(optim="sgd", learning_rate=1e-3)
+
+
 def content_id(text: str, image) -> int:
     return zlib.crc32(f"{text}\x00{image}".encode())
 

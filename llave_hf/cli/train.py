@@ -15,16 +15,28 @@ for CPU runs). The processor is saved beside every checkpoint, so that checkpoin
 `--eval_every_n_steps` steps and its P@1 (`eval_<dataset>_p@1`) is logged.
 """
 
+import logging as python_logging
 import os
 import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.distributed as dist
 import yaml
 from accelerate import init_empty_weights
-from transformers import AutoModel, AutoProcessor, HfArgumentParser, IntervalStrategy, TrainerCallback, set_seed
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoProcessor,
+    HfArgumentParser,
+    IntervalStrategy,
+    TrainerCallback,
+    set_seed,
+)
 from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 from transformers.utils import logging
 
 from ..collator import ContrastiveCollator
@@ -34,7 +46,8 @@ from ..mmeb_train import load_mmeb_train
 from ..modeling.configuration_llave import LlaveEmbeddingConfig
 from ..modeling.modeling_llave import LlaveEmbeddingModel
 from ..modeling.processing_llave import DEFAULT_MAX_IMAGE_PIXELS, LlaveProcessor
-from ..processors import load_processor
+from ..processors import load_processor, set_image_grid_pinpoints
+from ..run_plan import RunPlan, prompt_length_summary
 from ..sampler import ModalityLengthGroupedSampler
 from ..testing import FAMILIES, tiny_model_and_processor
 from ..trainer import ContrastiveTrainer
@@ -69,6 +82,14 @@ class ModelArguments(LoraArguments):
         default=None, metadata={"help": "e.g. 'sdpa' or 'flash_attention_2' (the paper used FlashAttention)."}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow code from the checkpoint's repository."})
+    image_grid_pinpoints: str | None = field(
+        default=None,
+        metadata={
+            "help": "anyres grids, set in the backbone config and the image processor together: the released "
+            "notation '(1x1),...,(2x2)' (LLaVE: grids of at most 2x2 tiles) or [height, width] pixel pairs as JSON. "
+            "Default: the model's own (LLaVA-OneVision checkpoints carry up to 6x6 tiles)."
+        },
+    )
 
     def __post_init__(self):
         sources = [self.model_name_or_path, self.backbone_name_or_path, self.tiny_backbone]
@@ -131,6 +152,17 @@ class DataArguments:
     eval_image_root: str | None = field(default=None, metadata={"help": "Folder the eval image paths start from."})
     eval_max_queries: int | None = field(default=None, metadata={"help": "Score only the first N queries per set."})
     eval_every_n_steps: int = field(default=500, metadata={"help": "Run the held-out evaluation every N steps."})
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "Print the run's plan and exit: rows per subset, optimizer steps, candidates per loss, prompt "
+            "lengths of a sample (image sizes from headers), parameters, memory per GPU. No weights are loaded."
+        },
+    )
+    dry_run_num_processes: int | None = field(
+        default=None, metadata={"help": "Processes (GPUs) to plan for (default: this launch's)."}
+    )
+    dry_run_sample_rows: int = field(default=1000, metadata={"help": "Rows whose prompt lengths the plan reports."})
 
     def __post_init__(self):
         self.train_data = os.path.expanduser(self.train_data)
@@ -165,7 +197,8 @@ def _read_preset(path: str) -> dict:
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ContrastiveTrainingArguments]:
     """Parses `[config.yaml] [--key value ...]`: the YAML values are defaults that command-line values override.
 
-    Without an accelerator (GPU, NPU, ...), bf16 and tf32 default to off (float32 training), whatever the YAML says.
+    Without an accelerator (GPU, NPU, ...), bf16 and tf32 default to off (float32 training) and so does torch_compile
+    (inductor's C++ code generation takes minutes even for the tiny test models on CPU), whatever the YAML says.
     With `--eval_data`, evaluation runs every `--eval_every_n_steps` steps (`eval_strategy="steps"`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -173,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     if argv and argv[0].endswith((".yaml", ".yml")):
         parser.set_defaults(**_read_preset(argv.pop(0)))
     if not torch.accelerator.is_available():
-        parser.set_defaults(bf16=False, tf32=None)
+        parser.set_defaults(bf16=False, tf32=None, torch_compile=False, torch_compile_backend=None)
     arguments = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     if len(arguments) > 3:  # keys of the YAML file that no argument class has
         raise ValueError(f"Unknown configuration keys: {', '.join(sorted(vars(arguments[3])))}.")
@@ -197,8 +230,40 @@ def _wrap_backbone(backbone) -> LlaveEmbeddingModel:
     return model
 
 
-def load_model_and_processor(model_args: ModelArguments, training_args, max_length: int):
-    """The model to train and its processor, from the source `model_args` names."""
+@contextmanager
+def _without_zero3(training_args):
+    """ZeRO-3 off while a model is built on the meta device: zero.Init would partition its weights at construction
+    (and needs the process group)."""
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(training_args.hf_deepspeed_config)
+
+
+def _empty_model(name_or_path: str, trust_remote_code: bool, **kwargs):
+    """The model a checkpoint's config describes, on the meta device: no weights read, no memory taken."""
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    with init_empty_weights():
+        return AutoModel.from_config(config, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_model_and_processor(model_args: ModelArguments, training_args, max_length: int, empty_weights: bool = False):
+    """The model to train and its processor, from the source `model_args` names; with `empty_weights`, the model is
+    built on the meta device from the source's config (for `--dry_run`: sizes without the weights)."""
+    with _without_zero3(training_args) if empty_weights else nullcontext():
+        model, processor = _load_model_and_processor(model_args, training_args, empty_weights)
+    if model_args.image_grid_pinpoints:
+        _set_image_grid_pinpoints(model, processor, model_args.image_grid_pinpoints)
+    processor.max_length = max_length
+    model.processor = processor
+    return model, processor
+
+
+def _load_model_and_processor(model_args: ModelArguments, training_args, empty_weights: bool):
     if model_args.tiny_backbone:
         model, processor = tiny_model_and_processor(model_args.tiny_backbone, seed=training_args.seed)
         model.config.pooling = model_args.pooling
@@ -208,8 +273,9 @@ def load_model_and_processor(model_args: ModelArguments, training_args, max_leng
         kwargs = dict(dtype=dtype, trust_remote_code=model_args.trust_remote_code)
         if model_args.attn_implementation:
             kwargs["attn_implementation"] = model_args.attn_implementation
+        load = partial(_empty_model, **kwargs) if empty_weights else partial(AutoModel.from_pretrained, **kwargs)
         if model_args.model_name_or_path:
-            model = AutoModel.from_pretrained(model_args.model_name_or_path, **kwargs)
+            model = load(model_args.model_name_or_path)
             processor = AutoProcessor.from_pretrained(
                 model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
             )
@@ -219,26 +285,94 @@ def load_model_and_processor(model_args: ModelArguments, training_args, max_leng
                     "is it a LLaVE checkpoint? For a backbone use --backbone_name_or_path."
                 )
         else:
-            model = _wrap_backbone(AutoModel.from_pretrained(model_args.backbone_name_or_path, **kwargs))
+            model = _wrap_backbone(load(model_args.backbone_name_or_path))
             model.config.pooling = model_args.pooling
             processor = load_processor(
                 model_args.backbone_name_or_path,
                 model.config.backbone_config,
                 trust_remote_code=model_args.trust_remote_code,
             )
-    processor.max_length = max_length
-    model.processor = processor
     return model, processor
 
 
-def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None = None) -> ContrastiveTrainer:
+def _log_prompt_lengths(processor, train_dataset, data_args: DataArguments) -> None:
+    """The data summary's prompt lengths under the chosen tiling, from image headers (no pixels decoded)."""
+    summary = prompt_length_summary(processor, train_dataset, data_args.image_root, data_args.num_hard_negatives)
+    logger.info(f"Prompt lengths: {summary.describe()}.")
+    if summary.too_long_rows:
+        logger.warning(
+            f"{summary.too_long_rows:,} training rows have more template and image tokens than "
+            f"max_length={processor.max_length:,}: each stops the run (or is skipped with --skip_bad_samples)."
+        )
+
+
+def _set_image_grid_pinpoints(model: LlaveEmbeddingModel, processor, value) -> None:
+    """The tiling in the saved config, the backbone's own config and the image processor alike."""
+    if model.backbone_family.anyres_tile_size is None:
+        logger.warning(f"image_grid_pinpoints ignored: {model.config.backbone_config.model_type} backbones do not tile.")
+        return
+    configs = {id(config): config for config in (model.config.backbone_config, model.backbone.config)}
+    pinpoints = set_image_grid_pinpoints(list(configs.values()), processor.image_processor, value)
+    logger.info(f"anyres grids (height, width): {pinpoints}")
+
+
+def _set_log_level(level: int) -> None:
+    """transformers' verbosity, and the same level for llave_hf's loggers, which live outside its hierarchy (else
+    their info messages, the data summary and the frozen parameters among them, would never show)."""
+    logging.set_verbosity(level)
+    package_logger = python_logging.getLogger("llave_hf")
+    package_logger.setLevel(level)
+    if not package_logger.handlers and not python_logging.getLogger().handlers:  # no handler set up by the caller
+        handler = python_logging.StreamHandler()
+        handler.setFormatter(python_logging.Formatter("[llave_hf] %(message)s"))
+        package_logger.addHandler(handler)
+
+
+def _load_train_data(data_args: DataArguments):
+    return load_mmeb_train(
+        data_args.train_data,
+        subsets=data_args.subsets,
+        split=data_args.split,
+        max_rows_per_subset=data_args.max_rows_per_subset,
+        require_negatives=data_args.num_hard_negatives > 0,
+    )
+
+
+def dry_run(model_args: ModelArguments, data_args: DataArguments, training_args) -> RunPlan:
+    """The run's plan (`RunPlan`), printed; the model is built on the meta device, no weights are loaded."""
+    model, processor = load_model_and_processor(model_args, training_args, data_args.max_length, empty_weights=True)
+    if training_args.freeze_vision_tower:
+        model.freeze_vision_tower()
+    zero_stage = 0
+    if training_args.deepspeed:
+        zero_stage = int(training_args.hf_deepspeed_config.config.get("zero_optimization", {}).get("stage", 0))
+    plan = RunPlan.build(
+        model,
+        processor,
+        _load_train_data(data_args),
+        training_args,
+        num_processes=data_args.dry_run_num_processes or training_args.world_size,
+        image_root=data_args.image_root,
+        num_hard_negatives=data_args.num_hard_negatives,
+        sample_rows=data_args.dry_run_sample_rows,
+        zero_stage=zero_stage,
+    )
+    print(plan.describe())
+    return plan
+
+
+def main(
+    argv: list[str] | None = None, callbacks: list[TrainerCallback] | None = None
+) -> ContrastiveTrainer | RunPlan:
     """Trains as configured by `argv` (default: the command line) and returns the trainer; `callbacks` are added to
-    the trainer's (e.g. to follow progress)."""
+    the trainer's (e.g. to follow progress). With `--dry_run`, prints and returns the run's plan instead."""
     model_args, data_args, training_args = parse_args(argv)
     # Trainer's remove_unused_columns would drop the raw MMEB columns before the collator sees them.
     training_args.remove_unused_columns = False
-    logging.set_verbosity(training_args.get_process_log_level())
+    _set_log_level(training_args.get_process_log_level())
     set_seed(training_args.seed)
+    if data_args.dry_run:
+        return dry_run(model_args, data_args, training_args)
     try:
         # The arguments come first: under ZeRO-3 they make from_pretrained partition the weights while loading.
         model, processor = load_model_and_processor(model_args, training_args, data_args.max_length)
@@ -246,13 +380,9 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
         if model_args.lora_enabled:
             model = apply_lora(model, model_args)
         with training_args.main_process_first(desc="loading the training data"):
-            train_dataset = load_mmeb_train(
-                data_args.train_data,
-                subsets=data_args.subsets,
-                split=data_args.split,
-                max_rows_per_subset=data_args.max_rows_per_subset,
-                require_negatives=data_args.num_hard_negatives > 0,
-            )
+            train_dataset = _load_train_data(data_args)
+        if training_args.process_index == 0:
+            _log_prompt_lengths(processor, train_dataset, data_args)
         collator = ContrastiveCollator(
             processor,
             num_hard_negatives=data_args.num_hard_negatives,

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from trainer_fixtures import TinyCollator, rows, tiny_training_args  # noqa: E402
+from trainer_fixtures import SGD_COMPARISON, TinyCollator, rows, tiny_training_args  # noqa: E402
 
 from llave_hf.testing import tiny_model_and_processor  # noqa: E402
 from llave_hf.trainer import ContrastiveTrainer  # noqa: E402
@@ -22,7 +22,7 @@ from llave_hf.trainer import ContrastiveTrainer  # noqa: E402
 
 def train(out_dir: str, name: str, family: str, batch: int, chunk: int, zero_stage: int, lora_r: int = 0) -> None:
     model, processor = tiny_model_and_processor(family, seed=0)
-    overrides = {}
+    overrides = SGD_COMPARISON  # SGD: a wrong gradient scale shows in the parameters (Adam normalises it away)
     if lora_r:
         from test_lora import lora_model
 
