@@ -322,9 +322,10 @@ class LlaveProcessor(ProcessorMixin):
             prompt = self.prompt_template.replace("{text}", self._video_tokens(candidate))
             return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
-        if length(video) <= self.video_max_length:
+        # as for images, the template and the visual tokens must leave room for at least one token of text
+        if length(video) < self.video_max_length:
             return video
-        if length(video.subsample(1)) > self.video_max_length:
+        if length(video.subsample(1)) >= self.video_max_length:
             raise ValueError(
                 f"{name}: even one frame of the video takes {length(video.subsample(1))} tokens with the prompt "
                 f"template, over video_max_length={self.video_max_length}."
@@ -332,7 +333,7 @@ class LlaveProcessor(ProcessorMixin):
         low, high = 1, len(video.frames) - 1  # the most frames that fit lies in [low, high]
         while low < high:
             middle = (low + high + 1) // 2
-            low, high = (middle, high) if length(video.subsample(middle)) <= self.video_max_length else (low, middle - 1)
+            low, high = (middle, high) if length(video.subsample(middle)) < self.video_max_length else (low, middle - 1)
         logger.warning(
             f"{name}: the video's {len(video.frames)} frames exceed video_max_length={self.video_max_length} tokens; "
             f"embedding {low} of them."
