@@ -173,6 +173,24 @@ def test_qwen_video_of_two_identical_frames_is_the_image(family, make_image):
     assert not torch.allclose(other, image, atol=1e-3)
 
 
+def test_qwen_video_patches_match_the_video_processors_layout(make_image):
+    """Frames through the image processor, paired into temporal patches, equal transformers' video patchify (written
+    out here: its class needs torchvision): frames grouped by `temporal_patch_size`, the last one repeated."""
+    _, processor = tiny_model_and_processor("qwen2_vl")
+    image_processor = processor.image_processor
+    frames = [make_image(16, 24, seed=seed) for seed in range(3)]  # 16x24 px: a multiple of 8, not resized
+    inputs = processor(videos=[frames])
+    mean, std = np.array(image_processor.image_mean), np.array(image_processor.image_std)
+    video = np.stack([(np.asarray(frame) / 255.0 - mean) / std for frame in frames]).transpose(0, 3, 1, 2)
+    video = np.concatenate([video, video[-1:]])  # 3 frames -> 4: the last repeated
+    patch, merge, temporal = 4, 2, 2
+    grid_t, grid_h, grid_w = 2, 16 // patch, 24 // patch
+    patches = video.reshape(grid_t, temporal, 3, grid_h // merge, merge, patch, grid_w // merge, merge, patch)
+    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(grid_t * grid_h * grid_w, -1)
+    assert inputs["video_grid_thw"].tolist() == [[grid_t, grid_h, grid_w]]
+    torch.testing.assert_close(inputs["pixel_values_videos"], torch.tensor(patches, dtype=torch.float32), rtol=0, atol=1e-5)
+
+
 def test_qwen3_vl_writes_one_timestamped_block_per_temporal_patch():
     _, processor = tiny_model_and_processor("qwen3_vl")
     frames = [Image.new("RGB", (32, 32))] * 3
@@ -188,16 +206,16 @@ def test_qwen3_vl_writes_one_timestamped_block_per_temporal_patch():
 def test_video_embeddings_do_not_depend_on_batch_mates_or_padding(family, tmp_path, make_image):
     model, processor = tiny_model_and_processor(family)
     long_video = write_video(tmp_path / "long.mp4", 60)
-    short_video = [make_image(30, 40)] * 2
-    texts = ["<|image_1|>\nRepresent the given video.", "a much longer text that pads the others quite a lot", None, "x"]
-    videos = [long_video, None, short_video, None]
-    images = [None, None, None, make_image()]
-    together = model.encode(texts=texts, videos=videos, images=images, batch_size=4)
-    for index in range(4):
+    short_video, other_short_video = [make_image(30, 40)] * 2, [make_image(30, 40, seed=2)] * 2  # equal lengths
+    texts = ["<|image_1|>\nRepresent the given video.", "a much longer text that pads the others quite a lot", None, "x", "y"]
+    videos = [long_video, None, short_video, None, other_short_video]
+    images = [None, None, None, make_image(), None]
+    together = model.encode(texts=texts, videos=videos, images=images, batch_size=5)
+    for index in range(5):
         alone = model.encode(texts=[texts[index]], videos=[videos[index]], images=[images[index]])
         torch.testing.assert_close(together[index : index + 1], alone, rtol=0, atol=1e-5)
     processor.tokenizer.padding_side = "left"
-    torch.testing.assert_close(model.encode(texts=texts, videos=videos, images=images, batch_size=4), together, rtol=0, atol=1e-5)
+    torch.testing.assert_close(model.encode(texts=texts, videos=videos, images=images, batch_size=5), together, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
