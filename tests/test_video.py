@@ -381,3 +381,26 @@ def test_evaluator_encodes_each_video_once_resumes_and_names_bad_videos(tmp_path
     bad = VideoRetrievalEvaluator(data, output_dir=None, show_progress_bar=False)
     with pytest.raises(ValueError, match=r"video v1 \(.*v1\.mp4\): cannot decode video file"):
         bad(model)
+
+
+def test_llave_eval_video_cli_on_msvd_layout(tmp_path, capsys):
+    from llave_hf.cli.evaluate_video import main
+
+    model, _ = tiny_model_and_processor("qwen2_vl")
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "videos").mkdir()
+    for index in range(2):
+        write_video(tmp_path / "videos" / f"clip{index}.webm", 8 + 4 * index, codec="libvpx-vp9")
+    (tmp_path / "captions.txt").write_text("clip0 a gray square\nclip0 it gets lighter\nclip1 another clip\nclip9 unused\n")
+    (tmp_path / "test_list.txt").write_text("clip0\nclip1\n")
+    arguments = [
+        "--model", str(tmp_path / "model"), "--dataset", "msvd", "--captions", str(tmp_path / "captions.txt"),
+        "--test-list", str(tmp_path / "test_list.txt"), "--videos", str(tmp_path / "videos"),
+        "--output", str(tmp_path / "eval"), "--device", "cpu",
+    ]  # fmt: skip
+    main(arguments)
+    table = capsys.readouterr().out
+    assert "| MSVD | R@1 | R@5 | R@10 | MdR | MnR |" in table and "| text->video |" in table
+    stored = json.loads((tmp_path / "eval" / "MSVD.json").read_text())
+    assert stored["counts"] == {"videos": 2, "captions": 3}
+    assert stored["text_to_video"]["R@5"] == 100.0  # 2 candidates: every caption's video is in the top 5
