@@ -265,7 +265,10 @@ class ContrastiveCollator:
         ids = torch.tensor([example["ids"] for example in examples], dtype=torch.long)
         return ContrastiveBatch(
             inputs=self.processor(
-                text=texts, images=images, videos=videos if any(v is not None for v in videos) else None, item_names=names
+                text=texts,
+                images=images,
+                videos=videos if any(video is not None for video in videos) else None,
+                item_names=names,
             ),
             num_queries=size,
             num_negatives=count,

@@ -98,7 +98,8 @@ def _frame_arrays(image_processor, frames, size: SizeDict) -> torch.Tensor:
         array = image_processor.process_image(frame, do_convert_rgb=True)
         array = image_processor.resize(array, size=size, resample=image_processor.resample)
         array = image_processor.rescale(array, image_processor.rescale_factor)
-        arrays.append(torch.from_numpy(image_processor.normalize(array, image_processor.image_mean, image_processor.image_std)))
+        array = image_processor.normalize(array, image_processor.image_mean, image_processor.image_std)
+        arrays.append(torch.from_numpy(array))
     return torch.stack(arrays).float()
 
 

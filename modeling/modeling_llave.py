@@ -320,7 +320,9 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         (first, first_size), *others = sizes.items()
         for key, other_size in others:
             if other_size != first_size:
-                raise ValueError(f"`{first}` has {first_size} items but `{key}` has {other_size}; they must be parallel.")
+                raise ValueError(
+                    f"`{first}` has {first_size} items but `{key}` has {other_size}; they must be parallel."
+                )
         size = next(iter(sizes.values()))
         if size == 0:
             raise ValueError("encode() got empty inputs.")

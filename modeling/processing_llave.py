@@ -102,35 +102,40 @@ def decode_video(
     try:
         import av
     except ImportError as error:
-        raise ImportError("Decoding video files needs PyAV: `pip install av` (or `pip install llave-hf[video]`).") from error
+        raise ImportError(
+            "Decoding video files needs PyAV: `pip install av` (or `pip install llave-hf[video]`)."
+        ) from error
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{name}: video file not found: {path!r}.")
 
-    def decode(kept: set[int]) -> tuple[int, dict]:
-        """Decodes the whole stream, keeping the frames at `kept` (memory stays bounded by those)."""
+    def video_stream(container):
+        if not container.streams.video:
+            raise ValueError(f"{name}: {path!r} has no video stream.")
+        return container.streams.video[0]
+
+    def decode(kept: set[int]) -> tuple[int, dict[int, Image.Image]]:
+        """Decodes the whole stream, keeping only the frames at `kept` (memory stays bounded); returns the number
+        of frames decoded and the kept frames by index."""
+        count, images = 0, {}
         with av.open(path) as container:
-            if not container.streams.video:
-                raise ValueError(f"{name}: {path!r} has no video stream.")
-            stream = container.streams.video[0]
-            if kept is None:  # first pass: the frame count, from the header or (WebM has none) the packets
-                return stream.frames or sum(1 for packet in container.demux(stream) if packet.size), {
-                    "fps": float(stream.average_rate or stream.guessed_rate or 0)
-                }
-            count, images = 0, {}
-            for count, frame in enumerate(container.decode(stream), start=1):
+            for count, frame in enumerate(container.decode(video_stream(container)), start=1):
                 if count - 1 in kept:
                     images[count - 1] = frame.to_image()
-            return count, images
+        return count, images
 
     try:
-        total, info = decode(None)
-        average_fps = info["fps"] or DEFAULT_FRAME_RATE
+        with av.open(path) as container:
+            stream = video_stream(container)
+            average_fps = float(stream.average_rate or stream.guessed_rate or 0) or DEFAULT_FRAME_RATE
+            # the header's frame count, or (WebM has none) the number of packets: no decoding needed
+            total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
         indices = sample_frame_indices(total, average_fps, fps, max_frames)
         decoded, images = decode(set(indices))
-        if decoded != total:  # the header's count was wrong: sample again from the true count
+        if decoded != total:  # the count was wrong: sample from the true count (decoding again if needed)
             indices = sample_frame_indices(decoded, average_fps, fps, max_frames)
-            decoded, images = decode(set(indices)) if not set(indices) <= set(images) else (decoded, images)
+            if not set(indices) <= set(images):
+                decoded, images = decode(set(indices))
     except av.error.FFmpegError as error:
         raise ValueError(f"{name}: cannot decode video file {path!r}: {error}") from error
     if not decoded:
@@ -147,14 +152,18 @@ def load_video(video, name: str, fps: float = VIDEO_FPS, max_frames: int = VIDEO
     elif isinstance(video, (list, tuple)):
         video = Video([load_image(frame, f"{name} frame {index}") for index, frame in enumerate(video)])
     elif isinstance(video, Video):
-        video = Video([load_image(frame, f"{name} frame {index}") for index, frame in enumerate(video.frames)], list(video.timestamps))
+        frames = [load_image(frame, f"{name} frame {index}") for index, frame in enumerate(video.frames)]
+        video = Video(frames, list(video.timestamps))
     else:
-        raise TypeError(f"{name}: a video must be a file path, a list of frames or a Video, got {type(video).__name__}.")
+        raise TypeError(
+            f"{name}: a video must be a file path, a list of frames or a Video, got {type(video).__name__}."
+        )
     if not video.frames:
         raise ValueError(f"{name}: the video has no frames.")
     sizes = {frame.size for frame in video.frames}
     if len(sizes) > 1:
-        raise ValueError(f"{name}: the video's frames differ in size ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}).")
+        listed = ", ".join(f"{width}x{height}" for width, height in sorted(sizes))
+        raise ValueError(f"{name}: the video's frames differ in size ({listed}).")
     return video
 
 
@@ -418,7 +427,9 @@ class LlaveProcessor(ProcessorMixin):
         (first, first_size), *others = sizes.items()
         for key, other_size in others:
             if other_size != first_size:
-                raise ValueError(f"`{first}` has {first_size} items but `{key}` has {other_size}; they must be parallel.")
+                raise ValueError(
+                    f"`{first}` has {first_size} items but `{key}` has {other_size}; they must be parallel."
+                )
         size = next(iter(sizes.values()))
         texts = texts if texts is not None else [None] * size
         image_list = list(image_list) if image_list is not None else [None] * size
@@ -433,9 +444,14 @@ class LlaveProcessor(ProcessorMixin):
                 raise ValueError(f"{name}: both an image and a video; LLaVE embeds one of them per item.")
         if any(video is not None for video in video_list):
             if not self.family.takes_videos:
-                raise ValueError(f"This processor's backbone ({self.backbone_type}) has no video path: it takes no videos.")
+                raise ValueError(
+                    f"This processor's backbone ({self.backbone_type}) has no video path: it takes no videos."
+                )
             if not self.video_token:
-                raise ValueError("This processor has no video token (saved before videos were supported?): rebuild it with llave_hf.build_processor.")
+                raise ValueError(
+                    "This processor has no video token (saved before videos were supported?): rebuild it with "
+                    "llave_hf.build_processor."
+                )
 
         prompts = [
             self.format_text(item_text, image is not None or video is not None, instruction, name)
@@ -453,12 +469,14 @@ class LlaveProcessor(ProcessorMixin):
         input_ids = []
         for name, prompt, image, video in zip(names, prompts, image_list, video_list):
             if video is not None:
-                input_ids.append(self._fit_prompt(prompt, self._video_tokens(next(videos_iter)), name, self.video_max_length))
+                video_text = self._video_tokens(next(videos_iter))
+                input_ids.append(self._fit_prompt(prompt, video_text, name, self.video_max_length))
             else:
                 visual_text = self._image_tokens(next(counts_iter)) if image is not None else ""
                 input_ids.append(self._fit_prompt(prompt, visual_text, name))
         batch = self.tokenizer.pad({"input_ids": input_ids}, padding=True, return_tensors=return_tensors)
-        data = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **image_inputs, **video_inputs}
+        data = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        data.update(**image_inputs, **video_inputs)
         if "mm_token_type_ids" in self.family.token_inputs:
             token_types = (batch["input_ids"] == self.image_token_id).int()
             if self.video_token_id is not None:

@@ -98,6 +98,15 @@ def test_bad_videos_are_named(tmp_path):
         load_video([Image.new("RGB", (10, 10)), Image.new("RGB", (12, 10))], "item 5")
 
 
+def test_without_pyav_files_get_a_clear_error_and_frames_still_work(tmp_path, monkeypatch, make_image):
+    model, _ = tiny_model_and_processor("llava_onevision")
+    path = write_video(tmp_path / "clip.mp4", 5)
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails, as where PyAV is not installed
+    with pytest.raises(ImportError, match=r"Decoding video files needs PyAV: `pip install av`"):
+        model.encode(videos=[path])
+    assert model.encode(texts=["a"], videos=[[make_image()] * 2]).shape == (1, 64)
+
+
 def test_video_over_the_token_limit_loses_frames_then_is_refused(tmp_path, caplog):
     _, processor = tiny_model_and_processor("llava_onevision")  # 4x4 patches pooled to 2x2: 4 tokens per frame
     frames = [Image.new("RGB", (32, 32), (5 * i, 0, 0)) for i in range(10)]

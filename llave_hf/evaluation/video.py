@@ -66,14 +66,18 @@ class VideoRetrievalData:
         if len(self.video_ids) != len(self.video_paths):
             raise ValueError(f"{self.name}: {len(self.video_ids)} video ids but {len(self.video_paths)} paths.")
         if len(self.captions) != len(self.caption_videos):
-            raise ValueError(f"{self.name}: {len(self.captions)} captions but {len(self.caption_videos)} video indices.")
+            raise ValueError(
+                f"{self.name}: {len(self.captions)} captions but {len(self.caption_videos)} video indices."
+            )
         if not self.video_ids or not self.captions:
             raise ValueError(f"{self.name}: no videos or no captions.")
         if len(set(self.video_ids)) != len(self.video_ids):
             raise ValueError(f"{self.name}: duplicate video ids.")
         described = set(self.caption_videos)
         if not described <= set(range(len(self.video_ids))):
-            raise ValueError(f"{self.name}: a caption points to a video index outside the {len(self.video_ids)} videos.")
+            raise ValueError(
+                f"{self.name}: a caption points to a video index outside the {len(self.video_ids)} videos."
+            )
         undescribed = [self.video_ids[i] for i in range(len(self.video_ids)) if i not in described]
         if undescribed:
             raise ValueError(f"{self.name}: video {undescribed[0]} has no caption ({len(undescribed)} such videos).")
@@ -357,7 +361,8 @@ class VideoRetrievalEvaluator:
         videos = self._encode(encode, "videos", video_items, video_names, None)
         distinct = list(dict.fromkeys(data.captions))
         caption_names = [f"caption {index}" for index in range(len(distinct))]
-        texts = self._encode(encode, "captions", [{"texts": c} for c in distinct], caption_names, self.query_instruction)
+        caption_items = [{"texts": caption} for caption in distinct]
+        texts = self._encode(encode, "captions", caption_items, caption_names, self.query_instruction)
         position = {caption: index for index, caption in enumerate(distinct)}
         queries = texts[[position[caption] for caption in data.captions]]
 
