@@ -115,7 +115,9 @@ def process_resized_frames(processor, video) -> dict:
 def process_patchified_frames(processor, video) -> dict:
     """Qwen-VL families: each frame through the image processor (resize, rescale, normalise, patchify; an image's
     patch repeats it `temporal_patch_size` times), then consecutive frames paired into the temporal patches, as
-    transformers' video processor lays them out; an odd last group is filled by repeating the last frame."""
+    transformers' video processor lays them out; an odd last group is filled by repeating the last frame. Frames are
+    sized by the image processor's `min_pixels`/`max_pixels`, not by the stock video processor's own budget (that
+    class needs torchvision)."""
     image_processor = processor.image_processor
     temporal = image_processor.temporal_patch_size
     outputs = image_processor(video.frames, return_tensors="pt")
