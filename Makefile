@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -c constraints.txt -e ".[deepspeed,eval,demo,test]"
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -c constraints.txt -e ".[deepspeed,eval,demo,video,test]"
 	touch $@
 
 install: $(STAMP)

@@ -14,7 +14,13 @@ from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 from .modeling.backbones import SUPPORTED_BACKBONES
 from .modeling.configuration_llave import LlaveEmbeddingConfig
 from .modeling.modeling_llave import LlaveEmbeddingModel, LlaveEmbeddingOutput, NonFiniteEmbeddingError
-from .modeling.processing_llave import LLAVE_PROMPT_TEMPLATE, MMEB_IMAGE_PLACEHOLDER, LlaveProcessor, LlaveTextProcessor
+from .modeling.processing_llave import (
+    LLAVE_PROMPT_TEMPLATE,
+    MMEB_IMAGE_PLACEHOLDER,
+    LlaveProcessor,
+    LlaveTextProcessor,
+    Video,
+)
 
 
 __version__ = "0.1.0"
@@ -43,6 +49,7 @@ _LAZY = {
     "load_mmeb_train": "mmeb_train",
     "MMEBEvaluator": "evaluation",
     "EvaluationResults": "evaluation",
+    "VideoRetrievalEvaluator": "evaluation",
     "push_to_hub": "hub",
     "save_for_hub": "hub",
     "build_processor": "processors",
@@ -51,7 +58,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .collator import ContrastiveBatch, ContrastiveCollator
-    from .evaluation import EvaluationResults, MMEBEvaluator
+    from .evaluation import EvaluationResults, MMEBEvaluator, VideoRetrievalEvaluator
     from .hub import push_to_hub, save_for_hub
     from .loss import ContrastiveLossOutput, hardness_weighted_contrastive_loss
     from .mmeb_train import load_mmeb_train
@@ -83,5 +90,6 @@ __all__ = [
     "LlaveProcessor",
     "LlaveTextProcessor",
     "NonFiniteEmbeddingError",
+    "Video",
     *_LAZY,
 ]

@@ -17,7 +17,11 @@ from transformers import BatchFeature
 from transformers.utils import logging
 
 from .image_paths import resolve_image_path
-from .modeling.processing_llave import DEFAULT_MAX_IMAGE_PIXELS, load_image
+from .modeling.processing_llave import DEFAULT_MAX_IMAGE_PIXELS, load_image, load_video
+
+
+# Paths the collator decodes as videos (the rest are images).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 
 
 logger = logging.get_logger(__name__)
@@ -137,7 +141,8 @@ def _negatives(row: dict) -> list[tuple[str, str]]:
 class ContrastiveCollator:
     """
     Turns MMEB-train rows (`llave_hf.mmeb_train.load_mmeb_train`) into a `ContrastiveBatch` (its docstring gives the
-    row layout). Images are opened here, i.e. lazily in the dataloader workers.
+    row layout). Images and videos (paths ending in `VIDEO_EXTENSIONS`) are opened here, i.e. lazily in the
+    dataloader workers; a backbone without a video path refuses video rows.
 
     Bad rows (a missing or unreadable image, an item with neither text nor image, a placeholder without an image,
     fewer hard negatives than `num_hard_negatives`, or any failure of the processor on the row, such as a prompt
@@ -189,14 +194,19 @@ class ContrastiveCollator:
         """Bad rows skipped so far in this process (its dataloader workers included)."""
         return self._num_skipped.value
 
-    def _item(self, text: str, path: str, name: str) -> tuple[str | None, object]:
-        """An item's text and loaded image; raises naming the item and the file when it is unusable."""
-        image = None
+    def _item(self, text: str, path: str, name: str) -> tuple[str | None, object, object]:
+        """An item's text and loaded image or video (a path with a video extension, `VIDEO_EXTENSIONS`); raises
+        naming the item and the file when it is unusable."""
+        image = video = None
         if path:
             path = resolve_image_path(path, self.image_root, name, self.allow_absolute_image_paths)
-            image = load_image(path, name, getattr(self.processor, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
-        self.processor.format_text(text or None, image is not None, name=name)  # validates text and placeholder
-        return text or None, image
+            if path.lower().endswith(VIDEO_EXTENSIONS):
+                video = load_video(path, name, self.processor.video_fps, self.processor.video_max_frames)
+            else:
+                image = load_image(path, name, getattr(self.processor, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
+        visual = image is not None or video is not None
+        self.processor.format_text(text or None, visual, name=name)  # validates text and placeholder
+        return text or None, image, video
 
     def _example(self, row: dict, position: int) -> dict:
         name = f"row {row['row_id']} ({row['subset']})" if "row_id" in row else f"batch row {position}"
@@ -248,8 +258,10 @@ class ContrastiveCollator:
         order += [(2 + j, e) for e in range(size) for j in range(count)]
         texts = [examples[e]["items"][k][0] for k, e in order]
         images = [examples[e]["items"][k][1] for k, e in order]
+        videos = [examples[e]["items"][k][2] for k, e in order]
         names = [examples[e]["names"][k] for k, e in order]
-        return self.processor(text=texts, images=images, item_names=names)
+        has_video = any(video is not None for video in videos)
+        return self.processor(text=texts, images=images, videos=videos if has_video else None, item_names=names)
 
     def _without_processor_failures(self, examples: list[dict], taken: set[int], error: Exception) -> list[dict]:
         """After the processor failed on the batch: the examples it takes one by one, plus replacements of the

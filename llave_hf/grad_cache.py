@@ -26,19 +26,23 @@ def rows_with_images(input_ids: torch.Tensor, image_token_id: int) -> torch.Tens
 
 
 def slice_rows(inputs: dict, start: int, end: int, backbone_config) -> dict:
-    """The rows ``[start, end)`` of a processor batch, with the image inputs of exactly those rows.
+    """The rows ``[start, end)`` of a processor batch, with the image and video inputs of exactly those rows.
 
-    Image inputs hold one image per image-bearing row, in row order; how to cut them is the family's
-    (`BackboneFamily.slice_images`).
+    Image (video) inputs hold one image (video) per row that has one, in row order; how to cut them is the family's
+    (`BackboneFamily.slice_images`, `slice_videos`).
     """
     family = backbone_family(backbone_config)
     sliced = {key: inputs[key][start:end] for key in ("input_ids", "attention_mask", *family.token_inputs) if key in inputs}
-    if inputs.get("pixel_values") is None:
-        return sliced
-    has_image = rows_with_images(inputs["input_ids"], getattr(backbone_config, family.image_token_attr))
-    first, last = int(has_image[:start].sum()), int(has_image[:end].sum())
-    if first < last:
-        sliced.update(family.slice_images(inputs, first, last))
+    if inputs.get("pixel_values") is not None:
+        has_image = rows_with_images(inputs["input_ids"], getattr(backbone_config, family.image_token_attr))
+        first, last = int(has_image[:start].sum()), int(has_image[:end].sum())
+        if first < last:
+            sliced.update(family.slice_images(inputs, first, last))
+    if inputs.get("pixel_values_videos") is not None:
+        has_video = rows_with_images(inputs["input_ids"], getattr(backbone_config, family.video_token_attr))
+        first, last = int(has_video[:start].sum()), int(has_video[:end].sum())
+        if first < last:
+            sliced.update(family.slice_videos(inputs, first, last))
     return sliced
 
 

@@ -95,6 +95,7 @@ def build_processor(
         tokenizer,
         backbone_type=family.model_type,
         image_token=token(family.image_token_attr),
+        video_token=token(family.video_token_attr) if family.takes_videos else "",
         image_start_token=token(family.image_start_token_attr),
         image_end_token=token(family.image_end_token_attr),
         max_length=max_length,

@@ -17,6 +17,8 @@ from typing import Literal
 
 import torch
 from transformers.image_processing_utils import select_best_resolution
+from transformers.image_utils import SizeDict
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -82,6 +84,73 @@ def count_fixed_tokens_from_sizes(processor, sizes: list[tuple[int, int]]) -> li
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# videos: token counts before processing, and frames -> the backbone's video inputs.
+# A count rule is `(processor, num_frames, frame_height, frame_width) -> (temporal steps, tokens per step)`: the
+# processor writes one block of video tokens, or, for families with frame timestamps, one block per step.
+
+
+def count_pooled_frame_tokens(processor, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    """LLaVA-OneVision: each frame is one tile whose features are pooled 2x2 by bilinear interpolation (ceil of half
+    the patch grid per side, `LlavaOnevisionModel.apply_pooling`), then one newline feature ends the video."""
+    per_side = math.ceil(math.isqrt(processor.num_image_tokens) / 2)
+    return 1, num_frames * per_side**2 + 1
+
+
+def count_merged_video_tokens(processor, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    """Qwen-VL families: frames resized as the image processor resizes an image (`smart_resize`), grouped by
+    `temporal_patch_size` (the last frame repeated to fill a group), one token per `merge_size x merge_size` block."""
+    image_processor = processor.image_processor
+    factor = image_processor.patch_size * image_processor.merge_size
+    resized_height, resized_width = smart_resize(
+        height, width, factor=factor, min_pixels=image_processor.size["shortest_edge"],
+        max_pixels=image_processor.size["longest_edge"],
+    )  # fmt: skip
+    return -(-num_frames // image_processor.temporal_patch_size), (resized_height // factor) * (resized_width // factor)
+
+
+def _frame_arrays(image_processor, frames, size: SizeDict) -> torch.Tensor:
+    """(frames, C, H, W): each frame resized, rescaled and normalised by the image processor's own PIL operations."""
+    arrays = []
+    for frame in frames:
+        array = image_processor.process_image(frame, do_convert_rgb=True)
+        array = image_processor.resize(array, size=size, resample=image_processor.resample)
+        array = image_processor.rescale(array, image_processor.rescale_factor)
+        array = image_processor.normalize(array, image_processor.image_mean, image_processor.image_std)
+        arrays.append(torch.from_numpy(array))
+    return torch.stack(arrays).float()
+
+
+def process_resized_frames(processor, video) -> dict:
+    """LLaVA-OneVision: every frame resized to one tile (no anyres tiling, no padding: the image processor's base
+    view, which is what transformers' video processor computes too)."""
+    image_processor = processor.image_processor
+    size = SizeDict(height=image_processor.size["height"], width=image_processor.size["width"])
+    frames = _frame_arrays(image_processor, video.frames, size)
+    return {"pixel_values_videos": frames, "video_num_frames": torch.tensor([len(frames)])}
+
+
+def process_patchified_frames(processor, video) -> dict:
+    """Qwen-VL families: each frame through the image processor (resize, rescale, normalise, patchify; an image's
+    patch repeats it `temporal_patch_size` times), then consecutive frames paired into the temporal patches, as
+    transformers' video processor lays them out; an odd last group is filled by repeating the last frame. Frames are
+    sized by the image processor's `min_pixels`/`max_pixels`, not by the stock video processor's own budget (that
+    class needs torchvision)."""
+    image_processor = processor.image_processor
+    temporal = image_processor.temporal_patch_size
+    outputs = image_processor(video.frames, return_tensors="pt")
+    grids = outputs["image_grid_thw"]
+    patches = outputs["pixel_values"].view(len(video.frames), int(grids[0].prod()), 3, temporal, -1)[:, :, :, 0]
+    frames = list(patches)
+    frames += frames[-1:] * (-len(frames) % temporal)
+    steps = [torch.stack(frames[start : start + temporal], dim=2) for start in range(0, len(frames), temporal)]
+    pixel_values = torch.cat([step.flatten(1) for step in steps])
+    grid = torch.tensor([[len(steps), int(grids[0, 1]), int(grids[0, 2])]])
+    # Qwen2.5-VL's M-RoPE spaces temporal positions by the seconds each temporal patch spans
+    seconds = temporal / video.sampled_fps
+    return {"pixel_values_videos": pixel_values, "video_grid_thw": grid, "second_per_grid_ts": torch.tensor([seconds])}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # processor settings read off a backbone config
 
 
@@ -129,6 +198,15 @@ class BackboneFamily:
         anyres_tile_size: `backbone_config -> tile side in pixels` for families that tile images on a grid chosen
             among `image_grid_pinpoints` ((height, width) pixel pairs, multiples of the tile), held by both the
             backbone config (the model's feature layout) and the image processor (the tiling); `None` otherwise.
+        video_inputs: the inputs that carry videos (empty: the family has no video path and refuses videos).
+        video_layout: how `pixel_values_videos` hold the videos: `"frames"` (the frames of all videos, stacked;
+            `video_num_frames` says how many belong to each video) or `"patches"` (flattened patches;
+            `video_grid_thw` says how many belong to each video).
+        process_video: `(processor, Video) -> {name: tensor}`: one video's inputs (batch dimension of 1 for the
+            per-video tensors).
+        count_video_tokens: `(processor, num_frames, height, width) -> (temporal steps, video tokens per step)`.
+        video_timestamps: each temporal step's tokens are a block of their own, preceded by its time as text
+            (`"<1.5 seconds>"`), as Qwen3-VL's processor writes videos.
     """
 
     model_type: str
@@ -146,10 +224,27 @@ class BackboneFamily:
     vision_tower: str | None = None
     projector: tuple[str, ...] = ()
     anyres_tile_size: Callable[[object], int] | None = None
+    video_inputs: tuple[str, ...] = ()
+    video_layout: Literal["frames", "patches"] | None = None
+    process_video: Callable | None = None
+    count_video_tokens: Callable | None = None
+    video_timestamps: bool = False
 
     @property
     def multimodal(self) -> bool:
         return self.vision_tower is not None
+
+    @property
+    def takes_videos(self) -> bool:
+        return bool(self.video_inputs)
+
+    def slice_videos(self, inputs, first: int, last: int) -> dict:
+        """The video inputs of videos `[first, last)` (in row order) of a processor batch."""
+        sizes = inputs["video_num_frames"] if self.video_layout == "frames" else inputs["video_grid_thw"].prod(dim=1)
+        offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
+        sliced = {"pixel_values_videos": inputs["pixel_values_videos"][int(offsets[first]) : int(offsets[last])]}
+        sliced.update((name, inputs[name][first:last]) for name in self.video_inputs if name != "pixel_values_videos")
+        return sliced
 
     def slice_images(self, inputs, first: int, last: int) -> dict:
         """The image inputs of images `[first, last)` (in row order) of a processor batch."""
@@ -214,11 +309,15 @@ _LLAVA_ONEVISION = BackboneFamily(
     vision_tower="vision_tower",
     projector=("multi_modal_projector",),
     anyres_tile_size=_siglip_tile_size,
+    video_inputs=("pixel_values_videos", "video_num_frames"),
+    video_layout="frames",
+    process_video=process_resized_frames,
+    count_video_tokens=count_pooled_frame_tokens,
 )
 _QWEN2_VL = BackboneFamily(
     model_type="qwen2_vl",
     image_inputs=("pixel_values", "image_grid_thw"),
-    # 1 at image tokens: M-RoPE positions need it (transformers 5 requires it with images)
+    # 1 at image tokens, 2 at video tokens: M-RoPE positions need it (transformers 5 requires it with images)
     token_inputs=("mm_token_type_ids",),
     image_layout="patches",
     image_processor_class="Qwen2VLImageProcessorPil",
@@ -230,6 +329,10 @@ _QWEN2_VL = BackboneFamily(
     count_image_tokens_from_sizes=count_merged_patch_tokens_from_sizes,
     vision_tower="visual",
     projector=("visual.merger",),
+    video_inputs=("pixel_values_videos", "video_grid_thw"),
+    video_layout="patches",
+    process_video=process_patchified_frames,
+    count_video_tokens=count_merged_video_tokens,
 )
 
 BACKBONES: dict[str, BackboneFamily] = {
@@ -237,9 +340,14 @@ BACKBONES: dict[str, BackboneFamily] = {
     for family in (
         _LLAVA_ONEVISION,
         _QWEN2_VL,
-        replace(_QWEN2_VL, model_type="qwen2_5_vl"),
+        replace(_QWEN2_VL, model_type="qwen2_5_vl", video_inputs=(*_QWEN2_VL.video_inputs, "second_per_grid_ts")),
         # Qwen3-VL's deepstack mergers feed vision features into early language layers: projector, not tower
-        replace(_QWEN2_VL, model_type="qwen3_vl", projector=("visual.merger", "visual.deepstack_merger_list")),
+        replace(
+            _QWEN2_VL,
+            model_type="qwen3_vl",
+            projector=("visual.merger", "visual.deepstack_merger_list"),
+            video_timestamps=True,
+        ),
         BackboneFamily(
             model_type="llava",
             image_inputs=("pixel_values",),

@@ -10,6 +10,7 @@ its sibling files.
 
 import itertools
 import numbers
+import os
 from collections.abc import Iterator, Mapping, Sized
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -21,12 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoProcessor, PreTrainedModel
 from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, logging
 
 from .backbones import backbone_family
 from .configuration_llave import LlaveEmbeddingConfig
 from .pipeline_llave import LLAVE_CUSTOM_PIPELINES  # imported here, the file also travels with the modeling files
-from .processing_llave import DEFAULT_MAX_IMAGE_PIXELS, load_image
+from .processing_llave import DEFAULT_MAX_IMAGE_PIXELS, Video, load_image
 
 
 logger = logging.get_logger(__name__)
@@ -101,7 +103,7 @@ class LlaveEmbeddingPreTrainedModel(PreTrainedModel):
     config_class = LlaveEmbeddingConfig
     base_model_prefix = "llave"
     main_input_name = "input_ids"
-    input_modalities = ("image", "text")
+    input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -171,6 +173,10 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         image_sizes: torch.LongTensor | None = None,
         image_grid_thw: torch.LongTensor | None = None,
         mm_token_type_ids: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_num_frames: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         **kwargs,
     ) -> LlaveEmbeddingOutput:
@@ -188,7 +194,16 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         image_grid_thw (`torch.LongTensor` of shape `(num_images, 3)`, *optional*):
             Qwen2-VL: each image's patch grid.
         mm_token_type_ids (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
-            Qwen2-VL: 1 at image tokens, 0 elsewhere.
+            Qwen2-VL: 1 at image tokens, 2 at video tokens, 0 elsewhere.
+        pixel_values_videos (`torch.Tensor`, *optional*):
+            Videos of the items that have one, in item order: their frames stacked `(total_frames, 3, H, W)` for
+            LLaVA-OneVision, flattened patches `(num_patches, C*T*P*P)` for Qwen-VL backbones.
+        video_num_frames (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+            LLaVA-OneVision: each video's number of frames.
+        video_grid_thw (`torch.LongTensor` of shape `(num_videos, 3)`, *optional*):
+            Qwen-VL: each video's patch grid.
+        second_per_grid_ts (`torch.Tensor` of shape `(num_videos,)`, *optional*):
+            Qwen2.5-VL: seconds spanned by each video's temporal patch.
         """
         family = self.backbone_family
         if attention_mask is None:
@@ -198,6 +213,10 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
             "image_sizes": image_sizes,
             "image_grid_thw": image_grid_thw,
             "mm_token_type_ids": mm_token_type_ids,
+            "pixel_values_videos": pixel_values_videos,
+            "video_num_frames": video_num_frames,
+            "video_grid_thw": video_grid_thw,
+            "second_per_grid_ts": second_per_grid_ts,
         }
         token_names = [name for name in family.token_inputs if given[name] is not None]
         attention_mask, input_ids, *token_tensors = align_right(
@@ -209,12 +228,21 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                 raise ValueError(f"{family.model_type} is a text-only backbone: it takes no pixel_values.")
             backbone_inputs.update((name, given[name]) for name in family.image_inputs if given[name] is not None)
             backbone_inputs["pixel_values"] = pixel_values.to(self.dtype)
+        if pixel_values_videos is not None:
+            if not family.takes_videos:
+                raise ValueError(f"{family.model_type} has no video path: it takes no pixel_values_videos.")
+            backbone_inputs.update((name, given[name]) for name in family.video_inputs if given[name] is not None)
+            backbone_inputs["pixel_values_videos"] = pixel_values_videos.to(self.dtype)
+            if family.video_layout == "frames":
+                backbone_inputs = self._encode_stacked_frames(backbone_inputs)
 
-        # Extra tensors (e.g. position_ids) would need cutting by rows too: those calls stay padded. So do calls under
-        # DeepSpeed ZeRO-3, whose partitioned weights need every process to run the same modules equally often.
+        # Extra tensors (e.g. position_ids) and video inputs would need cutting by rows too: those calls stay padded.
+        # So do calls under DeepSpeed ZeRO-3, whose partitioned weights need every process to run the same modules
+        # equally often.
         groups = None
         extra_tensors = any(isinstance(value, torch.Tensor) for value in kwargs.values())
-        if self.config.sub_batching and not extra_tensors and not is_deepspeed_zero3_enabled():
+        videos = pixel_values_videos is not None
+        if self.config.sub_batching and not extra_tensors and not videos and not is_deepspeed_zero3_enabled():
             groups = self._sub_batches(input_ids, attention_mask)
         if groups is None:
             outputs = self.backbone(
@@ -278,6 +306,29 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                 hidden_states[index, : hidden.shape[1]] = hidden
         return embeddings, hidden_states
 
+    def _encode_stacked_frames(self, inputs: dict) -> dict:
+        """Backbone inputs with the vision features precomputed (`mm_encoder_outputs`), for videos whose frames are
+        stacked: the backbone's video path takes a `(videos, frames, 3, H, W)` tensor, so videos of different
+        lengths go through its `get_video_features` in groups of equal length, and its features of each video (frame
+        features pooled 2x2, then a newline) are joined in item order. Images in the same batch then need their
+        features precomputed too (the backbone takes pixels or features, not both)."""
+        inputs = dict(inputs)
+        frames = inputs.pop("pixel_values_videos")
+        counts = inputs.pop("video_num_frames").tolist()
+        videos = torch.split(frames, counts)
+        features = [None] * len(videos)
+        for count in sorted(set(counts)):
+            group = [index for index, n in enumerate(counts) if n == count]
+            output = self.backbone.get_video_features(torch.stack([videos[i] for i in group]), return_dict=True)
+            for index, video_features in zip(group, output.pooler_output):
+                features[index] = video_features
+        encoder_outputs = {"video": BaseModelOutputWithPooling(pooler_output=torch.cat(features)[None])}
+        if inputs.get("pixel_values") is not None:
+            image_inputs = {name: inputs.pop(name) for name in self.backbone_family.image_inputs if name in inputs}
+            encoder_outputs["image"] = self.backbone.get_image_features(**image_inputs, return_dict=True)
+        inputs["mm_encoder_outputs"] = encoder_outputs
+        return inputs
+
     # ------------------------------------------------------------------------------------------------------------
     # encode
 
@@ -307,6 +358,7 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         self,
         texts: str | list[str | None] | None = None,
         images=None,
+        videos=None,
         instruction: str | None = None,
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
@@ -317,12 +369,16 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         truncate_dim: int | None = None,
     ):
         r"""
-        Embeds texts, images, or image+text pairs.
+        Embeds texts, images, videos, or image+text and video+text pairs.
 
         Args:
             texts (`str` or `list`, *optional*): one text or a list; an entry may be `None` (image-only item).
             images (*optional*): one image or a list parallel to `texts`: PIL images or file paths; an entry may be
                 `None` (text-only item).
+            videos (*optional*): one video or a list parallel to `texts`: video file paths (decoded with PyAV,
+                about 3 frames per second, at most 32), lists of frames (PIL images or paths) or `Video`s; an entry
+                may be `None`. An item has an image or a video, not both. Backbones without a video path (LLaVA,
+                text-only) refuse videos.
             instruction (`str`, *optional*): prepended to every text, e.g. `"Find an image that matches: "`. MMEB-style
                 `<|image_1|>` marks where the image goes (default: before the text, followed by a newline).
             batch_size (`int`): items per forward pass. Items are sorted by length so that batches pad little;
@@ -347,7 +403,8 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
 
         Raises:
             `ValueError` (or `FileNotFoundError`, `TypeError`) naming the item for bad input: empty inputs, lists of
-            different lengths, items with neither text nor image, missing or unreadable image files. `TypeError`
+            different lengths, items with neither text nor image nor video, missing or unreadable image or video
+            files, videos without frames or over the processor's `video_max_length` even at one frame. `TypeError`
             for a generator, set or mapping instead of a list, and for a `batch_size` that is not an int.
             `NonFiniteEmbeddingError` (a `RuntimeError`: the model's fault, not the input's) naming the item for a
             NaN or infinite embedding. Texts longer than the processor's `max_length` are truncated with a warning
@@ -378,28 +435,40 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                 )
         texts = [texts] if isinstance(texts, str) else texts
         images = [images] if images is not None and not isinstance(images, (list, tuple)) else images
-        if texts is None and images is None:
-            raise ValueError("encode() needs `texts`, `images` or both.")
-        size = len(texts) if texts is not None else len(images)
-        if texts is not None and images is not None and len(texts) != len(images):
-            raise ValueError(f"`texts` has {len(texts)} items but `images` has {len(images)}; they must be parallel.")
+        videos = [videos] if isinstance(videos, (str, os.PathLike, Video)) else videos
+        given = {"texts": texts, "images": images, "videos": videos}
+        sizes = {key: len(value) for key, value in given.items() if value is not None}
+        if not sizes:
+            raise ValueError("encode() needs `texts`, `images` or both, or `videos`.")
+        (first, first_size), *others = sizes.items()
+        for key, other_size in others:
+            if other_size != first_size:
+                raise ValueError(
+                    f"`{first}` has {first_size} items but `{key}` has {other_size}; they must be parallel."
+                )
+        size = next(iter(sizes.values()))
         if size == 0:
             raise ValueError("encode() got empty inputs.")
         texts = list(texts) if texts is not None else [None] * size
         images = list(images) if images is not None else [None] * size
+        videos = list(videos) if videos is not None else [None] * size
         if item_names is None:
             item_names = [f"item {index}" for index in range(size)]
         elif len(item_names) != size:
             raise ValueError(f"`item_names` has {len(item_names)} names for {size} items.")
-        for name, text, image in zip(item_names, texts, images):
-            if text is None and image is None:
-                raise ValueError(f"{name}: neither text nor image.")
+        for name, text, image, video in zip(item_names, texts, images, videos):
+            if text is None and image is None and video is None:
+                raise ValueError(f"{name}: neither text nor image nor video.")
             if text is not None and not isinstance(text, str):
                 raise TypeError(f"{name}: a text must be a string or None, got {type(text).__name__}.")
 
         max_pixels = getattr(processor, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
         # Longest first (images count as long): batch-mates pad little, and a too-large batch fails at once.
-        order = sorted(range(size), key=lambda i: (images[i] is not None, len(texts[i] or "")), reverse=True)
+        order = sorted(
+            range(size),
+            key=lambda i: (videos[i] is not None, images[i] is not None, len(texts[i] or "")),
+            reverse=True,
+        )
         world, rank = 1, 0
         if distributed and dist.is_available() and dist.is_initialized() and not is_deepspeed_zero3_enabled():
             world, rank = dist.get_world_size(), dist.get_rank()
@@ -423,8 +492,13 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
                     load_image(images[i], name, max_pixels) if images[i] is not None else None
                     for i, name in zip(indices, names)
                 ]
+                batch_videos = [videos[i] for i in indices]
                 inputs = processor(
-                    text=[texts[i] for i in indices], images=batch_images, instruction=instruction, item_names=names
+                    text=[texts[i] for i in indices],
+                    images=batch_images,
+                    videos=batch_videos if any(video is not None for video in batch_videos) else None,
+                    instruction=instruction,
+                    item_names=names,
                 ).to(self.device)
                 with no_grad:
                     batch_embeddings = self(**inputs).embeddings.float().cpu()

@@ -1,12 +1,16 @@
 # Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
-"""Processor of LLaVE embedding models: the LLaVE prompt format, image loading and image-token expansion.
+"""Processor of LLaVE embedding models: the LLaVE prompt format, image and video loading, and the expansion of the
+image (video) token into as many tokens as the vision tower yields.
 
 This file travels inside every checkpoint (``trust_remote_code``): it imports only torch, transformers, PIL and
-its sibling files. It needs no torchvision: image processors are transformers' PIL ones.
+its sibling files. It needs no torchvision: image processors are transformers' PIL ones, and video frames go through
+them too. Video files are decoded with PyAV (`pip install av`), imported only when a file is decoded.
 """
 
 import os
+from dataclasses import dataclass
 
+import torch
 import transformers
 from PIL import Image, UnidentifiedImageError
 from transformers import BatchFeature
@@ -27,6 +31,140 @@ LLAVE_PROMPT_TEMPLATE = (
 )
 # How MMEB data marks where the image goes.
 MMEB_IMAGE_PLACEHOLDER = "<|image_1|>"
+# Video sampling of the LLaVE release (its zero-shot video retrieval): frames at 3 per second, at most 32.
+VIDEO_FPS = 3.0
+VIDEO_MAX_FRAMES = 32
+# transformers' assumption for frames given without their times (Qwen3-VL's processor warns and uses it).
+DEFAULT_FRAME_RATE = 24.0
+
+
+@dataclass
+class Video:
+    """The sampled frames of one video, and each frame's time in seconds.
+
+    `timestamps` matter only to backbones whose video positions or prompt use time (Qwen2.5-VL, Qwen3-VL); frames
+    given without them are taken as consecutive frames at `DEFAULT_FRAME_RATE` (24 fps), as transformers does.
+    """
+
+    frames: list
+    timestamps: list[float] | None = None
+
+    def __post_init__(self):
+        if self.timestamps is None:
+            self.timestamps = [index / DEFAULT_FRAME_RATE for index in range(len(self.frames))]
+        if len(self.timestamps) != len(self.frames):
+            raise ValueError(f"Video: {len(self.frames)} frames but {len(self.timestamps)} timestamps.")
+
+    @property
+    def sampled_fps(self) -> float:
+        """Frames per second of the sampled frames (their spacing); 1.0 for a single frame."""
+        span = self.timestamps[-1] - self.timestamps[0] if len(self.frames) > 1 else 0.0
+        return (len(self.frames) - 1) / span if span > 0 else 1.0
+
+    def subsample(self, count: int) -> "Video":
+        """`count` frames spread uniformly over this video's frames (the first and the last kept)."""
+        indices = uniform_indices(len(self.frames), count)
+        return Video([self.frames[i] for i in indices], [self.timestamps[i] for i in indices])
+
+
+def uniform_indices(total: int, count: int) -> list[int]:
+    """`count` indices spread uniformly over `range(total)`, first and last included, rounded down: what
+    `numpy.linspace(0, total - 1, count, dtype=int)` returns (the LLaVA-NeXT video loader's rule)."""
+    if count >= total:
+        return list(range(total))
+    if count == 1:
+        return [0]
+    step = (total - 1) / (count - 1)
+    return [int(i * step) for i in range(count - 1)] + [total - 1]
+
+
+def sample_frame_indices(
+    total_frames: int, average_fps: float, fps: float = VIDEO_FPS, max_frames: int = VIDEO_MAX_FRAMES
+) -> list[int]:
+    """Which frames of a video LLaVE embeds, as the release's loader samples them: every
+    `round(average_fps / fps)`-th frame (about `fps` frames per second, from frame 0); when that gives more than
+    `max_frames`, `max_frames` frames spread uniformly over the whole video instead (first and last included)."""
+    if total_frames < 1:
+        return []
+    step = max(1, round(average_fps / fps)) if average_fps and average_fps > 0 else 1
+    indices = list(range(0, total_frames, step))
+    return uniform_indices(total_frames, max_frames) if len(indices) > max_frames else indices
+
+
+def decode_video(
+    path: str | os.PathLike, name: str, fps: float = VIDEO_FPS, max_frames: int = VIDEO_MAX_FRAMES
+) -> Video:
+    """Decodes the frames `sample_frame_indices` picks from a video file, as RGB PIL images with their times.
+
+    Errors name the item (`name`) and the file: a missing file, a file PyAV cannot decode or without a video stream,
+    a video without frames.
+    """
+    try:
+        import av
+    except ImportError as error:
+        raise ImportError(
+            "Decoding video files needs PyAV: `pip install av` (or `pip install llave-hf[video]`)."
+        ) from error
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{name}: video file not found: {path!r}.")
+
+    def video_stream(container):
+        if not container.streams.video:
+            raise ValueError(f"{name}: {path!r} has no video stream.")
+        return container.streams.video[0]
+
+    def decode(kept: set[int]) -> tuple[int, dict[int, Image.Image]]:
+        """Decodes the whole stream, keeping only the frames at `kept` (memory stays bounded); returns the number
+        of frames decoded and the kept frames by index."""
+        count, images = 0, {}
+        with av.open(path) as container:
+            for count, frame in enumerate(container.decode(video_stream(container)), start=1):
+                if count - 1 in kept:
+                    images[count - 1] = frame.to_image()
+        return count, images
+
+    try:
+        with av.open(path) as container:
+            stream = video_stream(container)
+            average_fps = float(stream.average_rate or stream.guessed_rate or 0) or DEFAULT_FRAME_RATE
+            # the header's frame count, or (WebM has none) the number of packets: no decoding needed
+            total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+        indices = sample_frame_indices(total, average_fps, fps, max_frames)
+        decoded, images = decode(set(indices))
+        if decoded != total:  # the count was wrong: sample from the true count (decoding again if needed)
+            indices = sample_frame_indices(decoded, average_fps, fps, max_frames)
+            if not set(indices) <= set(images):
+                decoded, images = decode(set(indices))
+    except av.error.FFmpegError as error:
+        raise ValueError(f"{name}: cannot decode video file {path!r}: {error}") from error
+    if not decoded:
+        raise ValueError(f"{name}: video file {path!r} has no frames.")
+    return Video([images[i] for i in indices], [i / average_fps for i in indices])
+
+
+def load_video(video, name: str, fps: float = VIDEO_FPS, max_frames: int = VIDEO_MAX_FRAMES) -> Video:
+    """A `Video` from a video file (decoded and sampled), a list of frames (PIL images or image paths, taken as
+    they are) or a `Video`; errors name the item (`name`): a missing or undecodable file, no frames, frames of
+    different sizes."""
+    if isinstance(video, (str, os.PathLike)):
+        video = decode_video(video, name, fps, max_frames)
+    elif isinstance(video, (list, tuple)):
+        video = Video([load_image(frame, f"{name} frame {index}") for index, frame in enumerate(video)])
+    elif isinstance(video, Video):
+        frames = [load_image(frame, f"{name} frame {index}") for index, frame in enumerate(video.frames)]
+        video = Video(frames, list(video.timestamps))
+    else:
+        raise TypeError(
+            f"{name}: a video must be a file path, a list of frames or a Video, got {type(video).__name__}."
+        )
+    if not video.frames:
+        raise ValueError(f"{name}: the video has no frames.")
+    sizes = {frame.size for frame in video.frames}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{width}x{height}" for width, height in sorted(sizes))
+        raise ValueError(f"{name}: the video's frames differ in size ({listed}).")
+    return video
 
 
 # Largest image (width x height) opened by default: 64 MP, e.g. 8000 x 8000, 192 MB once decoded to RGB. Checked on
@@ -146,6 +284,7 @@ class LlaveProcessor(ProcessorMixin):
         backbone_type (`str`): the backbone config's `model_type`, a key of the family table (`backbones.py`), which
             says how images become inputs and how many image tokens each takes.
         image_token (`str`): the backbone's image token, repeated once per image feature.
+        video_token (`str`): the backbone's video token, repeated once per video feature (empty: no video path).
         image_start_token, image_end_token (`str`): tokens around the image tokens (Qwen2-VL's vision start/end).
         num_image_tokens (`int`): features per 384-px tile (LLaVA-OneVision) or per image (LLaVA).
         vision_aspect_ratio (`str`): LLaVA-OneVision's `anyres_max_N` setting.
@@ -153,6 +292,11 @@ class LlaveProcessor(ProcessorMixin):
         max_length (`int`): maximum number of tokens of a prompt.
         max_image_pixels (`int`, *optional*): images with more pixels (width x height) are refused from their
             header, before decoding (default 64 MP; `None`: no limit).
+        video_max_length (`int`): maximum number of tokens of a prompt with a video (8,192 in the LLaVE paper). A
+            video whose tokens alone exceed it is embedded from fewer frames, spread uniformly (with a warning), and
+            refused when even one frame does not fit.
+        video_fps, video_max_frames: how video files are sampled (`sample_frame_indices`): about 3 frames per
+            second, at most 32, as the LLaVE release.
     """
 
     def __init__(
@@ -161,6 +305,7 @@ class LlaveProcessor(ProcessorMixin):
         tokenizer=None,
         backbone_type: str = "qwen2",
         image_token: str = "<image>",
+        video_token: str = "",
         image_start_token: str = "",
         image_end_token: str = "",
         num_image_tokens: int | None = None,
@@ -168,6 +313,9 @@ class LlaveProcessor(ProcessorMixin):
         prompt_template: str = LLAVE_PROMPT_TEMPLATE,
         max_length: int = 4096,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        video_max_length: int = 8192,
+        video_fps: float = VIDEO_FPS,
+        video_max_frames: int = VIDEO_MAX_FRAMES,
         chat_template=None,
         **kwargs,
     ):
@@ -176,6 +324,7 @@ class LlaveProcessor(ProcessorMixin):
             raise ValueError("prompt_template must contain '{text}'.")
         self.backbone_type = backbone_type
         self.image_token = image_token
+        self.video_token = video_token
         self.image_start_token = image_start_token
         self.image_end_token = image_end_token
         self.num_image_tokens = num_image_tokens
@@ -183,12 +332,16 @@ class LlaveProcessor(ProcessorMixin):
         self.prompt_template = prompt_template
         self.max_length = max_length
         self.max_image_pixels = max_image_pixels
+        self.video_max_length = video_max_length
+        self.video_fps = video_fps
+        self.video_max_frames = video_max_frames
         if image_processor is not None:
             image_processor = pil_image_processor(image_processor)
         with_images = "image_processor" in self.get_attributes()
         subprocessors = (image_processor, tokenizer) if with_images else (tokenizer,)
         super().__init__(*subprocessors, chat_template=chat_template)
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(video_token) if video_token else None
 
     # ----------------------------------------------------------------------------------------------------------
     # prompt
@@ -257,6 +410,58 @@ class LlaveProcessor(ProcessorMixin):
         return result
 
     # ----------------------------------------------------------------------------------------------------------
+    # videos
+
+    def _video_tokens(self, video: Video) -> str:
+        """The tokens a video expands to, as the backbone lays them out (`BackboneFamily.count_video_tokens`)."""
+        family = self.family
+        width, height = video.frames[0].size
+        steps, per_step = family.count_video_tokens(self, len(video.frames), height, width)
+        if not family.video_timestamps:
+            return self.image_start_token + self.video_token * (steps * per_step) + self.image_end_token
+        # one block per temporal patch, after its time: the mean of its first and last frame's (Qwen3-VL)
+        group = self.image_processor.temporal_patch_size
+        times = video.timestamps + video.timestamps[-1:] * (-len(video.timestamps) % group)
+        return "".join(
+            f"<{(times[step * group] + times[step * group + group - 1]) / 2:.1f} seconds>"
+            + self.image_start_token + self.video_token * per_step + self.image_end_token
+            for step in range(steps)
+        )  # fmt: skip
+
+    def fit_video(self, video: Video, name: str) -> Video:
+        """`video`, or fewer of its frames (spread uniformly, with a warning) when the prompt template and its tokens
+        exceed `video_max_length`; a `ValueError` naming the item when even one frame does not fit."""
+
+        def length(candidate: Video) -> int:
+            prompt = self.prompt_template.replace("{text}", self._video_tokens(candidate))
+            return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+        # as for images, the template and the visual tokens must leave room for at least one token of text
+        if length(video) < self.video_max_length:
+            return video
+        if length(video.subsample(1)) >= self.video_max_length:
+            raise ValueError(
+                f"{name}: even one frame of the video takes {length(video.subsample(1))} tokens with the prompt "
+                f"template, over video_max_length={self.video_max_length}."
+            )
+        low, high = 1, len(video.frames) - 1  # the most frames that fit lies in [low, high]
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if length(video.subsample(middle)) < self.video_max_length else (low, middle - 1)
+        logger.warning(
+            f"{name}: the video's {len(video.frames)} frames exceed video_max_length={self.video_max_length} tokens; "
+            f"embedding {low} of them."
+        )
+        return video.subsample(low)
+
+    def process_videos(self, videos: list[Video]) -> dict:
+        """Video inputs of the backbone for a list of loaded videos (in item order)."""
+        if not self.family.takes_videos:
+            raise ValueError(f"This processor's backbone ({self.backbone_type}) has no video path: it takes no videos.")
+        per_video = [self.family.process_video(self, video) for video in videos]
+        return {name: torch.cat([inputs[name] for inputs in per_video]) for name in self.family.video_inputs}
+
+    # ----------------------------------------------------------------------------------------------------------
     # tokenization
 
     def _token_ids(self, text: str, split_special_tokens: bool = False) -> list[int]:
@@ -270,15 +475,14 @@ class LlaveProcessor(ProcessorMixin):
         special = [token.content for token in self.tokenizer.added_tokens_decoder.values() if token.special]
         return any(token in user_text for token in special if token != self.image_token)
 
-    def _fit_prompt(self, text: str, image_count: int, name: str, max_length: int | None = None) -> list[int]:
-        """Token ids of the prompt of one item; truncates the user text when the prompt exceeds `max_length`
-        (default `self.max_length`)."""
+    def _fit_prompt(self, text: str, visual_text: str, name: str, max_length: int | None = None) -> list[int]:
+        """Token ids of the prompt of one item, `visual_text` (the image or video tokens) in place of the image
+        token; truncates the user text when the prompt exceeds `max_length` (default `self.max_length`)."""
         max_length = max_length or self.max_length
-        image_text = self._image_tokens(image_count) if image_count else ""
 
         def encode(user_text: str) -> list[int]:
             if not self._writes_special_tokens(user_text):
-                prompt = self.prompt_template.replace("{text}", user_text.replace(self.image_token, image_text, 1))
+                prompt = self.prompt_template.replace("{text}", user_text.replace(self.image_token, visual_text, 1))
                 return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             # The user's text is tokenized apart, its special-token strings as plain text; the template's tokens and
             # the image tokens stay special.
@@ -287,14 +491,14 @@ class LlaveProcessor(ProcessorMixin):
             ids = self._token_ids(before)
             for index, part in enumerate(parts):
                 if index:
-                    ids += self._token_ids(image_text)
+                    ids += self._token_ids(visual_text)
                 ids += self._token_ids(part, split_special_tokens=True)
             return ids + self._token_ids(after)
 
         ids = encode(text)
         if len(ids) <= max_length:
             return ids
-        fixed = len(encode(self.image_token if image_count else ""))
+        fixed = len(encode(self.image_token if visual_text else ""))
         if fixed >= max_length:
             raise ValueError(
                 f"{name}: the prompt template and image tokens alone take {fixed} tokens, over max_length={max_length}."
@@ -303,7 +507,7 @@ class LlaveProcessor(ProcessorMixin):
         keep = len(text_ids) - (len(ids) - max_length)
         while len(ids) > max_length and keep > 0:
             truncated = self.tokenizer.decode(text_ids[:keep])
-            if image_count and self.image_token not in truncated:
+            if visual_text and self.image_token not in truncated:
                 truncated = text.split(self.image_token, 1)[0] + self.image_token
             ids = encode(truncated)
             keep -= max(1, len(ids) - max_length)
@@ -316,6 +520,7 @@ class LlaveProcessor(ProcessorMixin):
         self,
         text: str | list[str | None] | None = None,
         images=None,
+        videos=None,
         instruction: str | None = None,
         return_tensors: str | None = "pt",
         item_names: list[str] | None = None,
@@ -329,8 +534,12 @@ class LlaveProcessor(ProcessorMixin):
     ) -> BatchFeature:
         """
         Args:
-            text: one text or a list (an entry may be `None` for an image-only item).
+            text: one text or a list (an entry may be `None` for an image-only or video-only item).
             images: one image or a list parallel to `text` (PIL images or paths; an entry may be `None`).
+            videos: one video or a list parallel to `text`, each a video file path (decoded and sampled with
+                `video_fps`, `video_max_frames`), a list of frames (PIL images or image paths, taken as given) or a
+                `Video`; an entry may be `None`. The video goes where an image would (the image placeholder in the
+                text, else before the text); an item has an image or a video, not both.
             instruction: prepended to every text (e.g. `"Represent the given image for classification."`).
             item_names: names used in error messages (defaults to `"item <i>"`).
             max_length: overrides `self.max_length` for this call.
@@ -341,7 +550,8 @@ class LlaveProcessor(ProcessorMixin):
 
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask` and the backbone's image inputs (`pixel_values` with
-            `image_sizes` or `image_grid_thw`), plus `mm_token_type_ids` for Qwen2-VL.
+            `image_sizes` or `image_grid_thw`) and video inputs (`pixel_values_videos` with `video_num_frames` or
+            `video_grid_thw`), plus `mm_token_type_ids` for Qwen-VL backbones.
         """
         if kwargs:
             raise TypeError(f"LlaveProcessor got unexpected arguments: {', '.join(kwargs)}.")
@@ -350,23 +560,43 @@ class LlaveProcessor(ProcessorMixin):
         max_length = settings.get("max_length", max_length) or self.max_length
         texts = [text] if isinstance(text, str) else list(text) if text is not None else None
         image_list = [images] if images is not None and not isinstance(images, (list, tuple)) else images
-        if texts is None and image_list is None:
-            raise ValueError("Nothing to process: give `text`, `images` or both.")
-        size = len(texts) if texts is not None else len(image_list)
+        video_list = [videos] if isinstance(videos, (str, os.PathLike, Video)) else videos
+        if texts is None and image_list is None and video_list is None:
+            raise ValueError("Nothing to process: give `text`, `images` or both, or `videos`.")
+        given = {"text": texts, "images": image_list, "videos": video_list}
+        sizes = {key: len(value) for key, value in given.items() if value is not None}
+        (first, first_size), *others = sizes.items()
+        for key, other_size in others:
+            if other_size != first_size:
+                raise ValueError(
+                    f"`{first}` has {first_size} items but `{key}` has {other_size}; they must be parallel."
+                )
+        size = next(iter(sizes.values()))
         texts = texts if texts is not None else [None] * size
         image_list = list(image_list) if image_list is not None else [None] * size
-        if len(texts) != len(image_list):
-            raise ValueError(f"`text` has {len(texts)} items but `images` has {len(image_list)}; they must be parallel.")
+        video_list = list(video_list) if video_list is not None else [None] * size
         if size == 0:
             raise ValueError("Nothing to process: the input lists are empty.")
         names = item_names or [f"item {i}" for i in range(size)]
-        for name, item_text in zip(names, texts):
+        for name, item_text, image, video in zip(names, texts, image_list, video_list):
             if item_text is not None and not isinstance(item_text, str):
                 raise TypeError(f"{name}: a text must be a string or None, got {type(item_text).__name__}.")
+            if image is not None and video is not None:
+                raise ValueError(f"{name}: both an image and a video; LLaVE embeds one of them per item.")
+        if any(video is not None for video in video_list):
+            if not self.family.takes_videos:
+                raise ValueError(
+                    f"This processor's backbone ({self.backbone_type}) has no video path: it takes no videos."
+                )
+            if not self.video_token:
+                raise ValueError(
+                    "This processor has no video token (saved before videos were supported?): rebuild it with "
+                    "llave_hf.build_processor."
+                )
 
         prompts = [
-            self.format_text(item_text, image is not None, instruction, name)
-            for name, item_text, image in zip(names, texts, image_list)
+            self.format_text(item_text, image is not None or video is not None, instruction, name)
+            for name, item_text, image, video in zip(names, texts, image_list, video_list)
         ]
         loaded = [
             load_image(image, name, self.max_image_pixels)
@@ -374,15 +604,29 @@ class LlaveProcessor(ProcessorMixin):
             if image is not None
         ]
         image_inputs, counts = self.process_images(loaded) if loaded else ({}, [])
-        counts_iter = iter(counts)
-        input_ids = [
-            self._fit_prompt(prompt, next(counts_iter) if image is not None else 0, name, max_length)
-            for name, prompt, image in zip(names, prompts, image_list)
+        loaded_videos = [
+            self.fit_video(load_video(video, name, self.video_fps, self.video_max_frames), name)
+            for name, video in zip(names, video_list)
+            if video is not None
         ]
+        video_inputs = self.process_videos(loaded_videos) if loaded_videos else {}
+        counts_iter, videos_iter = iter(counts), iter(loaded_videos)
+        input_ids = []
+        for name, prompt, image, video in zip(names, prompts, image_list, video_list):
+            if video is not None:
+                video_text = self._video_tokens(next(videos_iter))
+                input_ids.append(self._fit_prompt(prompt, video_text, name, self.video_max_length))
+            else:
+                visual_text = self._image_tokens(next(counts_iter)) if image is not None else ""
+                input_ids.append(self._fit_prompt(prompt, visual_text, name, max_length))
         batch = self.tokenizer.pad({"input_ids": input_ids}, padding=True, return_tensors=return_tensors)
-        data = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **image_inputs}
+        data = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        data.update(**image_inputs, **video_inputs)
         if "mm_token_type_ids" in self.family.token_inputs:
-            data["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).int()
+            token_types = (batch["input_ids"] == self.image_token_id).int()
+            if self.video_token_id is not None:
+                token_types += 2 * (batch["input_ids"] == self.video_token_id).int()
+            data["mm_token_type_ids"] = token_types
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     @property
@@ -392,7 +636,8 @@ class LlaveProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self):
-        return ["input_ids", "attention_mask", *self.family.image_inputs, *self.family.token_inputs]
+        family = self.family
+        return ["input_ids", "attention_mask", *family.image_inputs, *family.video_inputs, *family.token_inputs]
 
 
 class LlaveTextProcessor(LlaveProcessor):
@@ -429,4 +674,9 @@ __all__ = [
     "MMEB_IMAGE_PLACEHOLDER",
     "load_image",
     "to_rgb",
+    "Video",
+    "load_video",
+    "decode_video",
+    "sample_frame_indices",
+    "uniform_indices",
 ]

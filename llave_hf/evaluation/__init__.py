@@ -7,8 +7,9 @@ positive / hardest-negative similarity diagnostics.
 - `evaluator`: `MMEBEvaluator` (encoding, scoring, resuming from stored results).
 - `results`: `EvaluationResults` / `DatasetResult` and their JSON layout.
 - `report`: the Markdown summary and the similarity histogram.
+- `video`: zero-shot text-video retrieval (MSR-VTT 1k-A, MSVD), `VideoRetrievalEvaluator`.
 
-The `llave-eval` command is `llave_hf.cli.evaluate`.
+The `llave-eval` command is `llave_hf.cli.evaluate`; `llave-eval-video` is `llave_hf.cli.evaluate_video`.
 """
 
 from .data import REQUIRED_COLUMNS, MMEBDataError
@@ -25,6 +26,15 @@ from .mmeb import (
     aggregate_mmeb,
 )
 from .report import format_summary, save_similarity_histogram
+from .video import (
+    VIDEO_QUERY_INSTRUCTION,
+    VIDEO_TARGET_TEXT,
+    VideoRetrievalData,
+    VideoRetrievalEvaluator,
+    load_msrvtt,
+    load_msvd,
+    video_retrieval_metrics,
+)
 from .results import DatasetCounts, DatasetResult, EvaluationResults, RunSignature, SimilarityStats
 
 
@@ -45,6 +55,13 @@ __all__ = [
     "MetaTask",
     "RunSignature",
     "SimilarityStats",
+    "VIDEO_QUERY_INSTRUCTION",
+    "VIDEO_TARGET_TEXT",
+    "VideoRetrievalData",
+    "VideoRetrievalEvaluator",
+    "load_msrvtt",
+    "load_msvd",
+    "video_retrieval_metrics",
     "aggregate_mmeb",
     "format_summary",
     "save_similarity_histogram",
