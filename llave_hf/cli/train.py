@@ -316,10 +316,15 @@ def _set_image_grid_pinpoints(model: LlaveEmbeddingModel, processor, value) -> N
     logger.info(f"anyres grids (height, width): {pinpoints}")
 
 
-def _set_log_level(level: int) -> None:
-    """transformers' verbosity, and the same level for llave_hf's loggers, which live outside its hierarchy (else
-    their info messages, the data summary and the frozen parameters among them, would never show)."""
+def _set_log_level(training_args: ContrastiveTrainingArguments) -> None:
+    """transformers' verbosity and, when `--log_level` (or `--log_level_replica`) asks for one, the same level for
+    llave_hf's loggers, which live outside its hierarchy (else their info messages, the data summary and the frozen
+    parameters among them, would never show). A "passive" run leaves them as the caller set them up."""
+    level = training_args.get_process_log_level()
     logging.set_verbosity(level)
+    asked = training_args.log_level if training_args.should_log else training_args.log_level_replica
+    if asked == "passive":
+        return
     package_logger = python_logging.getLogger("llave_hf")
     package_logger.setLevel(level)
     if not package_logger.handlers and not python_logging.getLogger().handlers:  # no handler set up by the caller
@@ -369,7 +374,7 @@ def main(
     model_args, data_args, training_args = parse_args(argv)
     # Trainer's remove_unused_columns would drop the raw MMEB columns before the collator sees them.
     training_args.remove_unused_columns = False
-    _set_log_level(training_args.get_process_log_level())
+    _set_log_level(training_args)
     set_seed(training_args.seed)
     if data_args.dry_run:
         return dry_run(model_args, data_args, training_args)
