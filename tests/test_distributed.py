@@ -5,15 +5,12 @@ The semantics tested here are stated in the docstrings of `llave_hf.distributed`
 """
 
 import importlib.util
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torchrun import torchrun
 
 from llave_hf.distributed import all_gather_no_grad, all_gather_with_grad, get_rank_and_world_size
 from llave_hf.loss import LossDiagnostics, hardness_weighted_contrastive_loss
@@ -27,12 +24,6 @@ def _load_worker():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_single_process_helpers_are_no_ops():
@@ -58,11 +49,8 @@ def test_gather_flag_without_process_group_equals_local_loss():
 @pytest.mark.timeout(120)
 def test_two_processes_match_one_process_on_the_full_batch(tmp_path):
     worker = _load_worker()
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={worker.WORLD_SIZE}"]
-    command += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER_PATH), str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=110)
-    assert completed.returncode == 0, f"workers failed:\n{completed.stdout[-4000:]}\n{completed.stderr[-4000:]}"
+    assert worker.WORLD_SIZE == 2
+    torchrun(WORKER_PATH, tmp_path, timeout=110)
     results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(worker.WORLD_SIZE)]
 
     for rank, result in enumerate(results):

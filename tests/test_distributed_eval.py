@@ -2,14 +2,13 @@
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from mmeb_fixtures import make_mmeb_eval_fixture
+from torchrun import torchrun
 
 from llave_hf.cli.evaluate import main as llave_eval
 from llave_hf.testing import tiny_model_and_processor
@@ -18,12 +17,6 @@ from llave_hf.testing import tiny_model_and_processor
 WORKER = Path(__file__).parent / "distributed_workers" / "eval_worker.py"
 sys.path.insert(0, str(WORKER.parent))
 from eval_worker import encode_items  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _scores(folder: str) -> dict:
@@ -50,11 +43,7 @@ def test_two_processes_give_the_scores_and_embeddings_of_one(tmp_path):
     texts, images = encode_items()
     expected = model.encode(texts=texts, images=images, batch_size=2)
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
-    command += [f"--master_port={_free_port()}", str(WORKER), str(tmp_path), model_dir, data_dir]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=280)
-    assert completed.returncode == 0, f"workers failed:\n{completed.stdout[-4000:]}\n{completed.stderr[-4000:]}"
+    torchrun(WORKER, tmp_path, model_dir, data_dir, timeout=280)
 
     # the same files, the same numbers
     distributed = str(tmp_path / "eval")

@@ -2,13 +2,11 @@
 is exact, and merged and adapter saves load with `AutoModel`."""
 
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from torchrun import torchrun
 import yaml
 from mmeb_fixtures import make_mmeb_fixture
 from safetensors.torch import load_file
@@ -84,23 +82,10 @@ def test_grad_cache_with_lora_equals_one_uncached_step(family):
         torch.testing.assert_close(parameter.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_equal_one_process_with_lora(tmp_path):
     """SGD (not Adam, which would hide a gradient scaled by the number of processes), with and without GradCache."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), WORKER, str(tmp_path), "ddp:llava_onevision:3:0:0:4",
-        "gc:llava_onevision:3:2:0:4",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    torchrun(WORKER, tmp_path, "ddp:llava_onevision:3:0:0:4", "gc:llava_onevision:3:2:0:4")
 
     model, processor = tiny_model_and_processor("llava_onevision", seed=0)
     model = lora_model(model)

@@ -101,7 +101,7 @@ def test_training_image_paths_stay_inside_the_root(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
 def test_evaluation_image_paths_stay_inside_the_root(tmp_path, kind):
-    from mmeb_fixtures import FakeEncoder, mmeb_row
+    from mmeb_fixtures import mmeb_row
 
     from llave_hf.evaluation import MMEBDataError, MMEBEvaluator
 

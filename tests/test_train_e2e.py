@@ -3,14 +3,12 @@
 import dataclasses
 import json
 import os
-import socket
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from torchrun import torchrun
 import yaml
 from mmeb_fixtures import draw, make_mmeb_fixture
 from PIL import Image
@@ -82,19 +80,8 @@ def _save_backbone(path: Path) -> LlavaOnevisionForConditionalGeneration:
     return source
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _torchrun(arguments: list[str], script: Path = ROOT / "train.py", preset: str = TINY, timeout: int = 600) -> str:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
-    command += ["--master_port", str(_free_port()), str(script), preset, *arguments]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return result.stdout + result.stderr
+    return torchrun(script, preset, *arguments, timeout=timeout, cwd=ROOT, env={"DS_ACCELERATOR": "cpu"})
 
 
 # ------------------------------------------------------------------------------------------------------------------

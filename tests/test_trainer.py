@@ -1,19 +1,16 @@
 import os
-import socket
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from mmeb_fixtures import FakeEncoder, make_mmeb_eval_fixture
+from torchrun import torchrun
 from trainer_fixtures import SGD_COMPARISON, TinyCollator, rows, tiny_training_args
 from transformers import BatchFeature
 
 from llave_hf.collator import ContrastiveBatch
 from llave_hf.evaluation import MMEBEvaluator
-
 from llave_hf.grad_cache import grad_cache_backward, slice_rows
 from llave_hf.loss import HardnessNormalization, LossDiagnostics, hardness_weighted_contrastive_loss
 from llave_hf.modeling.modeling_llave import NonFiniteEmbeddingError
@@ -236,20 +233,8 @@ def test_arguments_validate(tmp_path):
 # two processes (gloo on CPU) against one process on the concatenated batch
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _torchrun(tmp_path, *runs, timeout=600):
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), WORKER, str(tmp_path), *runs,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    torchrun(WORKER, tmp_path, *runs, timeout=timeout)
     return {run.split(":")[0]: torch.load(tmp_path / f"{run.split(':')[0]}.pt") for run in runs}
 
 

@@ -22,7 +22,7 @@ from llave_hf.evaluation.video import (
 )
 from llave_hf.grad_cache import slice_rows
 from llave_hf.modeling.processing_llave import Video, decode_video, load_video, sample_frame_indices
-from llave_hf.testing import FAMILIES, tiny_model_and_processor
+from llave_hf.testing import tiny_model_and_processor
 
 
 av = pytest.importorskip("av")
