@@ -28,7 +28,7 @@ from transformers.utils import ModelOutput, logging
 from .backbones import backbone_family
 from .configuration_llave import LlaveEmbeddingConfig
 from .pipeline_llave import LLAVE_CUSTOM_PIPELINES  # imported here, the file also travels with the modeling files
-from .processing_llave import DEFAULT_MAX_IMAGE_PIXELS, Video, load_image
+from .processing_llave import DEFAULT_MAX_IMAGE_PIXELS, Video, load_image, parallel_size
 
 
 logger = logging.get_logger(__name__)
@@ -436,17 +436,9 @@ class LlaveEmbeddingModel(LlaveEmbeddingPreTrainedModel):
         texts = [texts] if isinstance(texts, str) else texts
         images = [images] if images is not None and not isinstance(images, (list, tuple)) else images
         videos = [videos] if isinstance(videos, (str, os.PathLike, Video)) else videos
-        given = {"texts": texts, "images": images, "videos": videos}
-        sizes = {key: len(value) for key, value in given.items() if value is not None}
-        if not sizes:
+        if texts is None and images is None and videos is None:
             raise ValueError("encode() needs `texts`, `images` or both, or `videos`.")
-        (first, first_size), *others = sizes.items()
-        for key, other_size in others:
-            if other_size != first_size:
-                raise ValueError(
-                    f"`{first}` has {first_size} items but `{key}` has {other_size}; they must be parallel."
-                )
-        size = next(iter(sizes.values()))
+        size = parallel_size({"texts": texts, "images": images, "videos": videos})
         if size == 0:
             raise ValueError("encode() got empty inputs.")
         texts = list(texts) if texts is not None else [None] * size

@@ -224,6 +224,16 @@ def load_image(image, name: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
         raise ValueError(f"{name}: cannot read image file {os.fspath(image)!r}: {error}") from error
 
 
+def parallel_size(lists: dict[str, list | None]) -> int:
+    """The common length of the given parallel lists (`None` entries are absent); an error naming two that differ."""
+    sizes = {name: len(items) for name, items in lists.items() if items is not None}
+    (first, first_size), *others = sizes.items()
+    for name, size in others:
+        if size != first_size:
+            raise ValueError(f"`{first}` has {first_size} items but `{name}` has {size}; they must be parallel.")
+    return first_size
+
+
 def pil_image_processor(image_processor):
     """The PIL-backend twin of a transformers image processor.
 
@@ -563,15 +573,7 @@ class LlaveProcessor(ProcessorMixin):
         video_list = [videos] if isinstance(videos, (str, os.PathLike, Video)) else videos
         if texts is None and image_list is None and video_list is None:
             raise ValueError("Nothing to process: give `text`, `images` or both, or `videos`.")
-        given = {"text": texts, "images": image_list, "videos": video_list}
-        sizes = {key: len(value) for key, value in given.items() if value is not None}
-        (first, first_size), *others = sizes.items()
-        for key, other_size in others:
-            if other_size != first_size:
-                raise ValueError(
-                    f"`{first}` has {first_size} items but `{key}` has {other_size}; they must be parallel."
-                )
-        size = next(iter(sizes.values()))
+        size = parallel_size({"text": texts, "images": image_list, "videos": video_list})
         texts = texts if texts is not None else [None] * size
         image_list = list(image_list) if image_list is not None else [None] * size
         video_list = list(video_list) if video_list is not None else [None] * size
@@ -673,6 +675,7 @@ __all__ = [
     "LLAVE_PROMPT_TEMPLATE",
     "MMEB_IMAGE_PLACEHOLDER",
     "load_image",
+    "parallel_size",
     "to_rgb",
     "Video",
     "load_video",
