@@ -2,7 +2,7 @@
 
 - released: the released LLaVE code, queries and targets as two forwards, each padded to its own longest row;
 - one-forward: one padded forward of queries and targets together (llave-hf with `sub_batching=False`);
-- sub-batched: one forward call that runs length sub-batches (llave-hf's default, `config.sub_batching`).
+- sub-batched: one forward call that runs length sub-batches (`config.sub_batching=True`).
 
 The mix: the 20 MMEB-train subsets in equal shares (LLaVE takes the first 50K rows of each), micro-batches of 4 pairs
 ordered by `ModalityLengthGroupedSampler` with 8 processes, as the released recipe. Each item's length is that of

@@ -28,12 +28,14 @@ class LlaveEmbeddingConfig(PretrainedConfig):
             non-padding tokens.
         normalize (`bool`, *optional*, defaults to `True`):
             L2-normalise the embeddings, so that cosine similarity is a dot product.
-        sub_batching (`bool`, *optional*, defaults to `True`):
+        sub_batching (`bool`, *optional*, defaults to `False`):
             Run the rows of a batch as sub-batches of similar length inside one `forward` (e.g. short text queries
             apart from long image targets), each padded only to its own longest row, instead of padding every row
             to the batch's longest. Embeddings and gradients are those of the padded forward (up to float
-            rounding); only the padding is not computed. `False`: one padded backbone call, which is also what runs
-            under DeepSpeed ZeRO-3 (its partitioned weights need every process to make the same calls).
+            rounding); only the padding is not computed. It pays where rows differ much in length (text queries
+            beside images of thousands of tokens); on batches of short rows the extra backbone calls cost more than
+            the padding they save, so it is off by default. Under DeepSpeed ZeRO-3 (its partitioned weights need
+            every process to make the same calls) one padded backbone call runs either way.
         sub_batch_overhead_tokens (`int`, *optional*, defaults to 256):
             What one more backbone call costs, in tokens: rows are split into the sub-batches that minimise
             `sum(rows x longest row) + sub_batch_overhead_tokens x number of sub-batches`. Raise it where a call's
@@ -58,7 +60,7 @@ class LlaveEmbeddingConfig(PretrainedConfig):
     backbone_config: dict | PretrainedConfig | None = None
     pooling: Literal["last", "mean"] = "last"
     normalize: bool = True
-    sub_batching: bool = True
+    sub_batching: bool = False
     sub_batch_overhead_tokens: int = 256
     matryoshka_dims: list[int] | None = None
 
