@@ -185,7 +185,8 @@ def test_trainer_logs_diagnostics_and_evaluates_without_labels(tmp_path):
     assert len(logged) == 3
     for entry in logged:
         assert LossDiagnostics.NAMES == (
-            "positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1_accuracy", "mean_hardness_weight"
+            "positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1_accuracy", "mean_hardness_weight",
+            "hard_negative_gradient_share",
         )  # fmt: skip
         for key in LossDiagnostics.NAMES:
             assert key in entry and entry[key] == entry[key]  # present and not NaN
@@ -334,8 +335,8 @@ def test_collapse_is_flagged_and_warned(tmp_path, caplog, options, advises_mean)
     model, processor = tiny_model_and_processor("qwen2")
     args = _args(tmp_path, **options)
     trainer = ContrastiveTrainer(model=model, args=args, data_collator=TinyCollator(processor))
-    # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9
-    values = dict(zip(LossDiagnostics.NAMES, (0.999, 0.9989, 1e-4, 0.0, 8100.0)))
+    # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9, share 0.5
+    values = dict(zip(LossDiagnostics.NAMES, (0.999, 0.9989, 1e-4, 0.0, 8100.0, 0.5), strict=True))
     trainer._accumulate(torch.ones(4, 8), LossDiagnostics(**{k: torch.tensor(v) for k, v in values.items()}))
     with caplog.at_level("WARNING"):
         trainer.log({"loss": 0.1})
