@@ -85,6 +85,9 @@ class LossDiagnostics:
     # mean over unmasked negatives of the weight the loss applies: exp(α·s_ij), divided by its row mean under
     # "mean" normalisation (then 1 by construction; the raw weights reach e^α ≈ 8103 at α = 9)
     mean_hardness_weight: torch.Tensor
+    # mean over rows of the share of the gradient on the negatives' logits (∂L_i/∂s_ij ∝ w_ij e^{s_ij/τ}, j ≠ i)
+    # that goes to the ceil(10%) most similar ones: ≈ 0.1 when all negatives count alike, 1 when the hardest take all
+    hard_negative_gradient_share: torch.Tensor
 
     NAMES: ClassVar[tuple[str, ...]]  # the field names in order, set below from the fields themselves
 
@@ -228,7 +231,7 @@ def hardness_weighted_contrastive_loss(
         )
         loss = (loss + reverse_loss) / 2
 
-    diagnostics = _diagnostics(similarity.detach(), labels, false_negatives, alpha, normalization)
+    diagnostics = _diagnostics(similarity.detach(), labels, false_negatives, alpha, temperature, normalization)
     return ContrastiveLossOutput(loss, diagnostics)
 
 
@@ -312,12 +315,13 @@ def _diagnostics(
     labels: torch.Tensor,
     false_negatives: torch.Tensor | None,
     alpha: float,
+    temperature: float,
     normalization: HardnessNormalization,
 ) -> LossDiagnostics:
     """`LossDiagnostics` of the query→target similarity (B, C) of this process.
 
     Masked sums rather than boolean indexing: indexing by a mask has a data-dependent shape, which would wait for
-    the device.
+    the device. Likewise each row's count of hardest negatives is compared with ranks on the device, not sliced.
     """
     positive = similarity[torch.arange(similarity.shape[0], device=similarity.device), labels]
     excluded = _non_negatives(similarity, labels, false_negatives)
@@ -328,6 +332,14 @@ def _diagnostics(
     log_weights = alpha * similarity
     if normalization is HardnessNormalization.MEAN:  # the weights as `_weighted_cross_entropy` applies them
         log_weights -= _log_mean_exp(log_weights, excluded).unsqueeze(1)
+    # The negatives' logits as the loss has them (before log_weights is exponentiated in place below); the
+    # softmax over a row's negatives alone is each one's share of the row's negative gradient (Z_i cancels).
+    negative_logits = (log_weights + similarity / temperature).masked_fill_(excluded, float("-inf"))
+    by_hardness = similarity.masked_fill(excluded, float("-inf")).argsort(dim=1, descending=True, stable=True)
+    gradient_shares = negative_logits.gather(1, by_hardness).softmax(dim=1)  # NaN for a row without negatives
+    num_hardest = (negatives_per_row + 9) // 10  # ceil(10%), at least 1 for a row with a negative
+    ranks = torch.arange(similarity.shape[1], device=similarity.device)
+    hardest_share = (gradient_shares * (ranks < num_hardest[:, None])).sum(dim=1)
     weights = log_weights.exp_().masked_fill_(excluded, 0.0)
     return LossDiagnostics(
         positive_cosine=positive.mean(),
@@ -335,6 +347,7 @@ def _diagnostics(
         cosine_gap=torch.where(has_negative, positive - hardest, 0.0).sum() / rows_with_negative,
         top1_accuracy=(positive > hardest).to(similarity.dtype).mean(),
         mean_hardness_weight=weights.sum() / negatives_per_row.sum(),
+        hard_negative_gradient_share=torch.where(has_negative, hardest_share, 0.0).sum() / rows_with_negative,
     )
 
 

@@ -41,8 +41,9 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
     gathered across processes and scored. With `grad_cache_chunk_size > 0` the step runs through GradCache.
 
     Training logs add the loss's diagnostics (`LossDiagnostics.NAMES`: positive and hardest-negative cosine, their
-    gap, in-batch top-1 accuracy, mean hardness weight), averaged since the previous log, and `collapse`, with a
-    warning when the embeddings look collapsed. They stay on the device between logs (no host sync per step), as
+    gap, in-batch top-1 accuracy, mean hardness weight, share of the gradient on the hardest 10% of negatives),
+    averaged since the previous log, `collapse`, with a warning when the embeddings look collapsed, and `loss_alpha`,
+    the α of the last step (`loss_alpha_warmup_steps` ramps it). They stay on the device between logs (no host sync per step), as
     does a count of non-finite embedding rows: if there were any, the log raises `NonFiniteEmbeddingError` naming
     the steps.
 
@@ -194,10 +195,12 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
         loss_fn = hardness_weighted_contrastive_loss
         if args.matryoshka_dims:
             loss_fn = partial(matryoshka_contrastive_loss, dims=args.matryoshka_dims, weights=args.matryoshka_weights)
+        # The scheduled α in training (global_step: the optimizer steps completed before this micro-batch's step)
+        alpha = args.loss_alpha_at(self.state.global_step) if self.model.training else args.loss_alpha
         output = loss_fn(
             query,
             target,
-            alpha=args.loss_alpha,
+            alpha=alpha,
             temperature=args.loss_temperature,
             symmetric=args.loss_symmetric,
             hard_negatives=hard_negatives,
@@ -297,8 +300,10 @@ class ContrastiveTrainer(HubPublishMixin, Trainer):
     # logging
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs and self._train_totals is not None:  # a training log
-            logs.update(self._training_diagnostics())
+        if "loss" in logs:  # a training log, after `global_step` steps: the last one ran from global_step - 1
+            logs["loss_alpha"] = self.args.loss_alpha_at(max(self.state.global_step - 1, 0))
+            if self._train_totals is not None:
+                logs.update(self._training_diagnostics())
         super().log(logs, *args, **kwargs)
 
     def _training_diagnostics(self) -> dict[str, float]:

@@ -26,6 +26,12 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
             Hardness strength α: negative j of query i is weighted by `exp(α · stopgrad(s_ij))`. 0 gives InfoNCE.
             Must be >= 0: a negative α would weight the hardest negatives least, the opposite of LLaVE (a sign slip
             that trains without any other symptom); `hardness_weighted_contrastive_loss` still takes one.
+        loss_alpha_warmup_steps (`int`, defaults to `0`):
+            Ramp α linearly from 0 to `loss_alpha` over the first N optimizer steps: the optimizer step that starts
+            after `global_step` completed ones trains with `loss_alpha · min(1, global_step / N)`, i.e. step 1 with 0,
+            step k with `loss_alpha · (k-1)/N`, step N+1 onwards with `loss_alpha` (the convention of the learning
+            rate's linear warm-up). Derived from `global_step`, so a resumed run uses the same α per step. Logged as
+            `loss_alpha`. Evaluation always uses `loss_alpha`. 0 = off.
         loss_temperature (`float`, defaults to `0.02`):
             Softmax temperature τ (logit scale 1/τ), fixed.
         loss_symmetric (`bool`, defaults to `True`):
@@ -82,6 +88,9 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
         default=9.0,
         metadata={"help": "Hardness weight α >= 0: each negative's logit gets + α·stopgrad(s). 0 = InfoNCE."},
     )
+    loss_alpha_warmup_steps: int = field(
+        default=0, metadata={"help": "Ramp α linearly from 0 to loss_alpha over this many optimizer steps (0 = off)."}
+    )
     loss_temperature: float = field(default=0.02, metadata={"help": "Softmax temperature τ (logit scale 1/τ)."})
     loss_symmetric: bool = field(
         default=True, metadata={"help": "Average query→target and target→query (released); False: the paper's one."}
@@ -133,6 +142,8 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
                 "opposite of LLaVE's hardness weighting. (hardness_weighted_contrastive_loss accepts it for "
                 "experiments.)"
             )
+        if self.loss_alpha_warmup_steps < 0:
+            raise ValueError(f"loss_alpha_warmup_steps must be >= 0, got {self.loss_alpha_warmup_steps}.")
         if self.loss_temperature <= 0:
             raise ValueError(f"loss_temperature must be positive, got {self.loss_temperature}.")
         if self.matryoshka_dims is not None:
@@ -166,3 +177,9 @@ class ContrastiveTrainingArguments(TokenRedactingArgumentsMixin, TrainingArgumen
         if self.activation_checkpointing and self.activation_checkpointing_kwargs is None:
             self.activation_checkpointing_kwargs = {"use_reentrant": False}
             self.gradient_checkpointing_kwargs = self.activation_checkpointing_kwargs  # the deprecated alias mirrors it
+
+    def loss_alpha_at(self, global_step: int) -> float:
+        """The α of the optimizer step that starts after `global_step` completed steps (`loss_alpha_warmup_steps`)."""
+        if not self.loss_alpha_warmup_steps:
+            return self.loss_alpha
+        return self.loss_alpha * min(1.0, global_step / self.loss_alpha_warmup_steps)

@@ -219,6 +219,61 @@ def test_mean_normalization_removes_the_degenerate_minimum():
     torch.testing.assert_close(normalized.item(), math.log(BATCH), rtol=1e-9, atol=0)
 
 
+def hardest_gradient_share(negatives: list[float], alpha: float, temperature: float) -> float:
+    """Loop reference: of a row's negative gradient magnitudes w e^{s/τ} (Z_i cancels), the share of the
+    ceil(10%) most similar negatives."""
+    ranked = sorted(negatives, reverse=True)
+    magnitudes = [math.exp(alpha * s + s / temperature) for s in ranked]
+    return sum(magnitudes[: math.ceil(len(ranked) / 10)]) / sum(magnitudes)
+
+
+def test_hard_negative_gradient_share_by_hand():
+    # One query, its positive (column 0) and 11 negatives: ceil(11 / 10) = 2 of them are the hardest. The most
+    # similar one (0.9) has the same content as the positive and is masked: the hardest are then 0.5 and 0.4.
+    scores = [0.95, 0.9, 0.5, 0.4] + [0.1 - 0.05 * k for k in range(9)]
+    similarity = torch.tensor([scores], dtype=torch.float64)
+    query = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    target = torch.stack([similarity[0], (1 - similarity[0] ** 2).sqrt()], dim=1)  # unit vectors with <q, t_j> = s_j
+    ids = torch.tensor([0, 0] + list(range(1, 12)))
+    # the 12 extra candidates as hard negatives of the single row
+    for alpha in (0.0, 9.0):
+        output = hardness_weighted_contrastive_loss(
+            query, target[:1], hard_negatives=target[None, 1:], temperature=0.1, alpha=alpha,
+            target_ids=ids[:1], hard_negative_ids=ids[None, 1:], symmetric=False,
+        )  # fmt: skip
+        negatives = scores[2:]  # 11 unmasked
+        scale = 1 / 0.1 + alpha  # w e^{s/τ} = e^{(1/τ + α) s}
+        expected = (math.exp(scale * 0.5) + math.exp(scale * 0.4)) / sum(math.exp(scale * s) for s in negatives)
+        torch.testing.assert_close(output.diagnostics.hard_negative_gradient_share.item(), expected, rtol=1e-12, atol=0)
+    # by hand at α = 0, τ = 0.1: (e^5 + e^4) / (e^5 + e^4 + e^1 + e^0.5 + e^0 + ... + e^-3) ≈ 0.9674
+    assert 0.9674 < hardest_gradient_share(negatives, alpha=0.0, temperature=0.1) < 0.9675
+
+
+def test_hard_negative_gradient_share_is_the_autograd_gradient_share_and_grows_with_alpha():
+    """The closed form against ∂L/∂s from autograd, on the query→target direction; α = 9 concentrates the gradient
+    on the hardest negatives more than InfoNCE on the same similarities."""
+    query, target, hard_negatives = make_batch(torch.float64)
+    shares = {}
+    for alpha in (0.0, 9.0):
+        candidates = torch.cat([target, hard_negatives.flatten(0, 1)])
+        similarity = (query @ candidates.T).requires_grad_(True)
+        # the query→target loss through its similarity matrix: the same candidates as the loss scores
+        logits = similarity / TAU + torch.where(torch.eye(BATCH, len(candidates), dtype=torch.bool), 0.0,
+                                                alpha * similarity.detach())  # fmt: skip
+        F.cross_entropy(logits, torch.arange(BATCH)).backward()
+        similarity, gradient = similarity.detach(), similarity.grad.clone()
+        expected = []
+        for i in range(BATCH):
+            magnitudes = [(float(similarity[i, j]), float(gradient[i, j])) for j in range(len(candidates)) if j != i]
+            assert all(g > 0 for _, g in magnitudes)
+            ranked = [g for _, g in sorted(magnitudes, reverse=True)]
+            expected.append(sum(ranked[: math.ceil(len(ranked) / 10)]) / sum(ranked))
+        output = hardness_weighted_contrastive_loss(query, target, hard_negatives=hard_negatives, alpha=alpha)
+        shares[alpha] = output.diagnostics.hard_negative_gradient_share.item()
+        torch.testing.assert_close(shares[alpha], sum(expected) / BATCH, rtol=1e-9, atol=0)
+    assert shares[9.0] > shares[0.0]
+
+
 @pytest.mark.parametrize("normalization", ["none", "mean"])
 def test_diagnostics_match_loops(normalization):
     query, target, hard_negatives = make_batch(torch.float32)
@@ -236,7 +291,7 @@ def test_diagnostics_match_loops(normalization):
     diagnostics = output.diagnostics
     assert all(not value.requires_grad and value.ndim == 0 for value in values_of(diagnostics))
 
-    positives, hardest, weights, correct = [], [], [], 0
+    positives, hardest, weights, shares, correct = [], [], [], [], 0
     for i in range(BATCH):
         positive = float(query[i] @ target[i])
         negatives = [
@@ -256,6 +311,7 @@ def test_diagnostics_match_loops(normalization):
         if normalization == "mean":
             row_weights = [w / (sum(row_weights) / len(row_weights)) for w in row_weights]
         weights += row_weights
+        shares.append(hardest_gradient_share(negatives, alpha=9.0, temperature=TAU))
         correct += positive > max(negatives)
     expected = {
         "positive_cosine": sum(positives) / BATCH,
@@ -263,6 +319,7 @@ def test_diagnostics_match_loops(normalization):
         "cosine_gap": sum(p - h for p, h in zip(positives, hardest)) / BATCH,
         "top1_accuracy": correct / BATCH,
         "mean_hardness_weight": sum(weights) / len(weights),
+        "hard_negative_gradient_share": sum(shares) / BATCH,
     }
     assert 0 < expected["top1_accuracy"] < 1, "the batch should have both ranked and misranked rows"
     assert tuple(expected) == LossDiagnostics.NAMES
@@ -322,6 +379,7 @@ def test_diagnostics_names_are_the_fields_and_stack_follows_them():
         "cosine_gap",
         "top1_accuracy",
         "mean_hardness_weight",
+        "hard_negative_gradient_share",
     )
     query, target, hard_negatives = make_batch(torch.float32)
     diagnostics = hardness_weighted_contrastive_loss(query, target, hard_negatives=hard_negatives).diagnostics
@@ -351,6 +409,11 @@ def test_diagnostics_leave_out_rows_without_negatives():
         # a row without negatives counts as ranked: nothing beats its positive
         "top1_accuracy": (1 + sum(float(s[i, i]) > h for i, h in hardest.items())) / 4,
         "mean_hardness_weight": sum(weights) / len(weights),
+        "hard_negative_gradient_share": sum(
+            hardest_gradient_share([float(s[i, j]) for j in columns], alpha=9.0, temperature=TAU)
+            for i, columns in negatives.items()
+        )
+        / 3,
     }
     for name, value in expected.items():
         torch.testing.assert_close(getattr(diagnostics, name).item(), value, rtol=1e-12, atol=1e-12, msg=name)
@@ -358,7 +421,7 @@ def test_diagnostics_leave_out_rows_without_negatives():
     # No row with a negative at all: the negative statistics are NaN (0 / 0), the others stay defined.
     same = torch.zeros(4, dtype=torch.long)
     empty = hardness_weighted_contrastive_loss(query, target, target_ids=same).diagnostics
-    for name in ("hardest_negative_cosine", "cosine_gap", "mean_hardness_weight"):
+    for name in ("hardest_negative_cosine", "cosine_gap", "mean_hardness_weight", "hard_negative_gradient_share"):
         assert math.isnan(getattr(empty, name).item()), name
     assert empty.top1_accuracy.item() == 1.0 and math.isfinite(empty.positive_cosine.item())
 

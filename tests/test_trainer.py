@@ -185,7 +185,8 @@ def test_trainer_logs_diagnostics_and_evaluates_without_labels(tmp_path):
     assert len(logged) == 3
     for entry in logged:
         assert LossDiagnostics.NAMES == (
-            "positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1_accuracy", "mean_hardness_weight"
+            "positive_cosine", "hardest_negative_cosine", "cosine_gap", "top1_accuracy", "mean_hardness_weight",
+            "hard_negative_gradient_share",
         )  # fmt: skip
         for key in LossDiagnostics.NAMES:
             assert key in entry and entry[key] == entry[key]  # present and not NaN
@@ -227,6 +228,63 @@ def test_arguments_validate(tmp_path):
         with pytest.raises(ValueError, match="loss_alpha must be a finite number >= 0.*hardest negatives"):
             _args(tmp_path, loss_alpha=alpha)
     assert _args(tmp_path, loss_alpha=0.0).loss_alpha == 0.0
+    with pytest.raises(ValueError, match="loss_alpha_warmup_steps must be >= 0, got -1"):
+        _args(tmp_path, loss_alpha_warmup_steps=-1)
+
+
+def test_loss_alpha_warmup_schedule_by_hand(tmp_path):
+    """α · min(1, global_step / N): the first optimizer step (global_step 0) trains with 0, step N+1 with α."""
+    args = _args(tmp_path, loss_alpha=9.0, loss_alpha_warmup_steps=4)
+    assert [args.loss_alpha_at(step) for step in range(7)] == [0.0, 2.25, 4.5, 6.75, 9.0, 9.0, 9.0]
+    assert [_args(tmp_path, loss_alpha=9.0).loss_alpha_at(step) for step in (0, 1, 100)] == [9.0, 9.0, 9.0]
+
+
+def test_loss_alpha_warmup_reaches_the_grad_cache_loss_and_resumes_exactly(tmp_path, monkeypatch):
+    """Each micro-batch's loss gets the α of its optimizer step, through GradCache with 2 accumulation steps, and
+    is logged; a run interrupted after step 2 and resumed uses the same α per step and ends with the same weights
+    (SGD: a different α changes the update)."""
+    alphas = []
+
+    def recording_loss(*args, alpha, **kwargs):
+        alphas.append(alpha)
+        return hardness_weighted_contrastive_loss(*args, alpha=alpha, **kwargs)
+
+    monkeypatch.setattr("llave_hf.trainer.hardness_weighted_contrastive_loss", recording_loss)
+    data = rows(8, with_images=False)  # 2 optimizer steps of 2 micro-batches of 2 per epoch
+    options = dict(
+        per_device_train_batch_size=2, gradient_accumulation_steps=2, grad_cache_chunk_size=1, loss_alpha=9.0,
+        loss_alpha_warmup_steps=2, **SGD_COMPARISON,
+    )  # fmt: skip
+
+    def train(output_dir, max_steps, resume=None, **saving):
+        model, processor = tiny_model_and_processor("qwen2", seed=0)
+        trainer = ContrastiveTrainer(
+            model=model,
+            args=tiny_training_args(str(output_dir), **options, max_steps=max_steps, **saving),
+            train_dataset=data,
+            data_collator=TinyCollator(processor),
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    per_step = [0.0, 4.5, 9.0, 9.0]  # 9 · min(1, global_step / 2) for global_step 0..3
+    full = train(tmp_path / "full", 4)
+    assert alphas == [alpha for alpha in per_step for _ in range(2)]
+    assert [entry["loss_alpha"] for entry in full.state.log_history if "loss" in entry] == per_step
+
+    alphas.clear()
+    train(tmp_path / "split", 2, save_strategy="steps", save_steps=2)
+    resumed = train(tmp_path / "split", 4, resume=str(tmp_path / "split" / "checkpoint-2"))
+    assert resumed.state.global_step == 4
+    assert alphas == [alpha for alpha in per_step for _ in range(2)]
+    assert [entry["loss_alpha"] for entry in resumed.state.log_history if "loss" in entry] == per_step
+    at_interruption = type(full.model).from_pretrained(tmp_path / "split" / "checkpoint-2")
+    expected = dict(full.model.named_parameters())
+    assert any(
+        not torch.allclose(parameter, expected[name], atol=1e-4) for name, parameter in at_interruption.named_parameters()
+    ), "vacuous test"
+    for name, parameter in resumed.model.named_parameters():
+        torch.testing.assert_close(parameter, expected[name], rtol=0, atol=1e-6, msg=name)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -334,8 +392,8 @@ def test_collapse_is_flagged_and_warned(tmp_path, caplog, options, advises_mean)
     model, processor = tiny_model_and_processor("qwen2")
     args = _args(tmp_path, **options)
     trainer = ContrastiveTrainer(model=model, args=args, data_collator=TinyCollator(processor))
-    # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9
-    values = dict(zip(LossDiagnostics.NAMES, (0.999, 0.9989, 1e-4, 0.0, 8100.0)))
+    # one step's diagnostics: positive 0.999, hardest negative 0.9989, gap 1e-4, top-1 0, weight e^9, share 0.5
+    values = dict(zip(LossDiagnostics.NAMES, (0.999, 0.9989, 1e-4, 0.0, 8100.0, 0.5), strict=True))
     trainer._accumulate(torch.ones(4, 8), LossDiagnostics(**{k: torch.tensor(v) for k, v in values.items()}))
     with caplog.at_level("WARNING"):
         trainer.log({"loss": 0.1})
