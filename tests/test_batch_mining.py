@@ -157,3 +157,22 @@ def test_grad_cache_step_on_mined_batches(tmp_path):
     assert cached_loss == pytest.approx(loss, rel=1e-4)
     for cached, plain in zip(cached_weights, weights):
         torch.testing.assert_close(cached, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_llave_train_mines_with_the_starting_model(tmp_path):
+    """`llave-train --batch_mining`: the tiny starting model embeds the fixture's queries; the trainer's sampler
+    holds the mined batches, one query modality each."""
+    from mmeb_fixtures import make_mmeb_fixture
+    from test_train_e2e import TINY, _losses, _overrides
+
+    from llave_hf.cli.train import main
+
+    fixture = make_mmeb_fixture(tmp_path / "mmeb", num_colours=4)  # 8 image and 8 text queries
+    arguments = _overrides(fixture, tmp_path / "out", max_steps=2, per_device_train_batch_size=4)
+    trainer = main([TINY, *arguments, "--batch_mining", "--batch_mining_skip_ranks", "1", "--group_by_modality_length"])
+    assert isinstance(trainer.train_sampler, BatchMiningSampler)
+    batches = trainer.train_sampler.batches()
+    assert sorted(sum(batches, [])) == list(range(16)) and all(len(batch) == 4 for batch in batches)
+    image = [bool(path) for path in trainer.train_dataset["qry_image_path"]]
+    assert all(len({image[row] for row in batch}) == 1 for batch in batches)
+    assert len(_losses(trainer.state.log_history)) == 2
