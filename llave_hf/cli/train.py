@@ -142,6 +142,25 @@ class DataArguments:
         default=False,
         metadata={"help": "Micro-batches of one query modality (image/text) and similar length, as LLaVE."},
     )
+    batch_mining: bool = field(
+        default=False,
+        metadata={
+            "help": "B3 batch mining (llave_hf.batch_mining): a teacher embeds the queries once, and each global "
+            "batch holds mutually similar rows (within one query modality with --group_by_modality_length). "
+            "Needs pip install 'llave-hf[mining]'."
+        },
+    )
+    batch_mining_teacher: str | None = field(
+        default=None,
+        metadata={"help": "The LLaVE checkpoint (folder or Hub id) whose embeddings mine the batches (default: the "
+                  "model being trained, as it starts)."},
+    )
+    batch_mining_skip_ranks: int = field(
+        default=3, metadata={"help": "Each row's nearest rows never share its batch (likely false negatives)."}
+    )
+    batch_mining_neighbors: int = field(
+        default=10, metadata={"help": "Nearest rows per row (after the skipped ones) in the graph that is partitioned."}
+    )
     eval_data: str | None = field(
         default=None,
         metadata={
@@ -343,6 +362,48 @@ def _load_train_data(data_args: DataArguments):
     )
 
 
+def _batch_mining_sampler(model, model_args: ModelArguments, data_args: DataArguments, training_args, dataset):
+    """The `BatchMiningSampler` of the training rows, mined from the teacher's query embeddings on this process's
+    device (every process encodes a share and mines the same batches)."""
+    from ..batch_mining import BatchMiningSampler
+
+    teacher = model
+    if data_args.batch_mining_teacher:
+        with _without_zero3(training_args):  # the teacher only encodes: whole on every process
+            teacher = AutoModel.from_pretrained(
+                data_args.batch_mining_teacher, trust_remote_code=model_args.trust_remote_code
+            )
+        teacher.processor = AutoProcessor.from_pretrained(
+            data_args.batch_mining_teacher, trust_remote_code=model_args.trust_remote_code
+        )
+        teacher.processor.max_length = data_args.max_length
+    elif is_deepspeed_zero3_enabled():
+        raise ValueError("--batch_mining under ZeRO-3 needs --batch_mining_teacher (the model's weights are "
+                         "partitioned until training starts).")
+    device = next(teacher.parameters()).device
+    teacher.to(training_args.device)
+    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    try:
+        return BatchMiningSampler.from_teacher(
+            teacher,
+            dataset,
+            training_args.per_device_train_batch_size,
+            training_args.world_size,
+            seed,
+            image_root=data_args.image_root,
+            allow_absolute_image_paths=data_args.allow_absolute_image_paths,
+            by_modality=data_args.group_by_modality_length,
+            encode_batch_size=training_args.per_device_eval_batch_size,
+            skip_ranks=data_args.batch_mining_skip_ranks,
+            num_neighbors=data_args.batch_mining_neighbors,
+        )
+    finally:
+        if teacher is model:
+            model.to(device)
+        else:
+            del teacher
+
+
 def dry_run(model_args: ModelArguments, data_args: DataArguments, training_args) -> RunPlan:
     """The run's plan (`RunPlan`), printed; the model is built on the meta device, no weights are loaded."""
     model, processor = load_model_and_processor(model_args, training_args, data_args.max_length, empty_weights=True)
@@ -397,7 +458,9 @@ def main(
             dataset=train_dataset,
         )
         sampler = None
-        if data_args.group_by_modality_length:
+        if data_args.batch_mining:
+            sampler = _batch_mining_sampler(model, model_args, data_args, training_args, train_dataset)
+        elif data_args.group_by_modality_length:
             seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
             sampler = ModalityLengthGroupedSampler.from_dataset(
                 train_dataset, training_args.per_device_train_batch_size, training_args.world_size, seed
