@@ -26,7 +26,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ContrastiveBatch", "ContrastiveCollator", "content_id"]
+__all__ = ["ContrastiveBatch", "ContrastiveCollator", "content_id", "row_negatives"]
 
 
 @dataclasses.dataclass
@@ -128,7 +128,7 @@ def content_id(text: str | None, image_path: str | None) -> int:
     return int.from_bytes(digest, "big") >> 1  # fits a non-negative int64
 
 
-def _negatives(row: dict) -> list[tuple[str, str]]:
+def row_negatives(row: dict) -> list[tuple[str, str]]:
     """A row's hard negatives as (text, image path) pairs: MMEB stores one per row, other sources may store lists."""
     texts, paths = row.get("neg_text") or "", row.get("neg_image_path") or ""
     texts = [texts] if isinstance(texts, str) else list(texts)
@@ -210,7 +210,7 @@ class ContrastiveCollator:
 
     def _example(self, row: dict, position: int) -> dict:
         name = f"row {row['row_id']} ({row['subset']})" if "row_id" in row else f"batch row {position}"
-        negatives = _negatives(row)
+        negatives = row_negatives(row)
         if len(negatives) < self.num_hard_negatives:
             raise ValueError(
                 f"{name}: {len(negatives)} hard negative(s), num_hard_negatives={self.num_hard_negatives} "

@@ -59,9 +59,7 @@ def set_image_grid_pinpoints(
     """Sets anyres tiling (`parse_image_grid_pinpoints`'s `value`) in every given backbone config and the image
     processor together, and returns the pixel pairs; a clear error for a family that does not tile."""
     family = backbone_family(backbone_configs[0])
-    if family.anyres_tile_size is None:
-        raise ValueError(f"{family.model_type} backbones do not tile images: image_grid_pinpoints does not apply.")
-    pinpoints = parse_image_grid_pinpoints(value, family.anyres_tile_size(backbone_configs[0]))
+    pinpoints = parse_image_grid_pinpoints(value, family.tile_size(backbone_configs[0]))
     for config in backbone_configs:
         family.set_image_grid_pinpoints(config, image_processor, pinpoints)
     return pinpoints

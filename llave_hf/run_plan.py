@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .collator import _negatives
+from .collator import row_negatives
 
 
 __all__ = ["PromptLengthSummary", "RunPlan", "image_size_from_header", "prompt_length_summary"]
@@ -101,7 +101,7 @@ def _add_rows(summary: PromptLengthSummary, processor, rows: list[dict], image_r
     texts, sizes, row_of_item = [], [], []
     for index, row in enumerate(rows):
         items = [(row["qry"], row["qry_image_path"]), (row["pos_text"], row["pos_image_path"])]
-        items += _negatives(row)[:num_hard_negatives]
+        items += row_negatives(row)[:num_hard_negatives]
         paths = [os.path.join(image_root, path) if image_root and path else path for _, path in items]
         row_sizes = [image_size_from_header(path) if path else None for path in paths]
         if any(path and size is None for path, size in zip(paths, row_sizes)):

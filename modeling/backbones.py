@@ -271,15 +271,21 @@ class BackboneFamily:
             return parts[0]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
+    def tile_size(self, backbone_config) -> int:
+        """The side of an anyres tile in pixels; a clear error for a family that does not tile images."""
+        if self.anyres_tile_size is None:
+            raise ValueError(f"{self.model_type} backbones do not tile images: image_grid_pinpoints does not apply.")
+        return self.anyres_tile_size(backbone_config)
+
     def set_image_grid_pinpoints(self, backbone_config, image_processor, pinpoints: list[list[int]]) -> None:
         """Sets the anyres grids to `pinpoints` ((height, width) pixel pairs) in the backbone config and the image
         processor together: the processor's tiling and token count and the model's feature layout must agree."""
-        if self.anyres_tile_size is None:
-            raise ValueError(f"{self.model_type} backbones do not tile images: image_grid_pinpoints does not apply.")
-        tile = self.anyres_tile_size(backbone_config)
+        tile = self.tile_size(backbone_config)
         pinpoints = [[int(height), int(width)] for height, width in pinpoints]
         if not pinpoints or any(side <= 0 or side % tile for pair in pinpoints for side in pair):
-            raise ValueError(f"image_grid_pinpoints must be (height, width) multiples of the {tile}-px tile, got {pinpoints}.")
+            raise ValueError(
+                f"image_grid_pinpoints must be (height, width) multiples of the {tile}-px tile, got {pinpoints}."
+            )
         if image_processor is not None and image_processor.size.get("height") != tile:
             raise ValueError(f"The image processor's tiles are {image_processor.size}, the vision tower's {tile} px.")
         backbone_config.image_grid_pinpoints = pinpoints

@@ -22,7 +22,7 @@ class LlaveEmbeddingConfig(PretrainedConfig):
         backbone_config (`dict` or `PretrainedConfig`, *optional*):
             Config of the backbone, built with `AutoModel.from_config`. One of the model types in
             `SUPPORTED_BACKBONES` (see `backbones.py`): LLaVA-OneVision (the released LLaVE models), Qwen2-VL,
-            Qwen2.5-VL, LLaVA, or a text-only Qwen2 language model. Defaults to a default Qwen2 config.
+            Qwen2.5-VL, Qwen3-VL, LLaVA, or a text-only Qwen2 language model. Defaults to a default Qwen2 config.
         pooling (`str`, *optional*, defaults to `"last"`):
             `"last"`: the final hidden state of the last non-padding token (LLaVE). `"mean"`: the mean over all
             non-padding tokens.

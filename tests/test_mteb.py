@@ -1,20 +1,20 @@
 """mteb evaluates a LLaVE checkpoint (through its sentence-transformers files) on a small local any-to-any
 retrieval task, and its scores agree with our own metrics on the same data."""
 
+# mteb is in the test extra: a broken install fails this module instead of skipping it
+import mteb
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+from mteb.abstasks.task_metadata import TaskMetadata
 
-mteb = pytest.importorskip("mteb")  # the `mteb` extra; installed by `make install`
-from datasets import Dataset  # noqa: E402
-from mteb.abstasks.retrieval import AbsTaskRetrieval  # noqa: E402
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData  # noqa: E402
-from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
-
-from llave_hf.evaluation.mteb_encoder import mteb_encoder  # noqa: E402
-from llave_hf.hub import save_for_hub  # noqa: E402
-from llave_hf.metrics import retrieval_metrics  # noqa: E402
-from llave_hf.testing import tiny_model_and_processor  # noqa: E402
+from llave_hf.evaluation.mteb_encoder import mteb_encoder
+from llave_hf.hub import save_for_hub
+from llave_hf.metrics import retrieval_metrics
+from llave_hf.testing import tiny_model_and_processor
 
 
 PROMPTS = {"query": "Find me an everyday image that matches the given caption: ", "document": "Represent the given image."}

@@ -335,6 +335,11 @@ def _set_image_grid_pinpoints(model: LlaveEmbeddingModel, processor, value) -> N
     logger.info(f"anyres grids (height, width): {pinpoints}")
 
 
+def _sampler_seed(training_args: ContrastiveTrainingArguments) -> int:
+    """The seed of the batch order: `data_seed` when given, as the Trainer's own sampler, else `seed`."""
+    return training_args.data_seed if training_args.data_seed is not None else training_args.seed
+
+
 def _set_log_level(training_args: ContrastiveTrainingArguments) -> None:
     """transformers' verbosity and, when `--log_level` (or `--log_level_replica`) asks for one, the same level for
     llave_hf's loggers, which live outside its hierarchy (else their info messages, the data summary and the frozen
@@ -382,7 +387,7 @@ def _batch_mining_sampler(model, model_args: ModelArguments, data_args: DataArgu
                          "partitioned until training starts).")
     device = next(teacher.parameters()).device
     teacher.to(training_args.device)
-    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    seed = _sampler_seed(training_args)
     try:
         return BatchMiningSampler.from_teacher(
             teacher,
@@ -461,7 +466,7 @@ def main(
         if data_args.batch_mining:
             sampler = _batch_mining_sampler(model, model_args, data_args, training_args, train_dataset)
         elif data_args.group_by_modality_length:
-            seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+            seed = _sampler_seed(training_args)
             sampler = ModalityLengthGroupedSampler.from_dataset(
                 train_dataset, training_args.per_device_train_batch_size, training_args.world_size, seed
             )

@@ -292,20 +292,26 @@ class MMEBEvaluator:
             scores.extend(similarities[i, np.searchsorted(union, c)] for i, c in enumerate(chunk))
         return scores
 
-    def evaluate_dataset(self, name: str, model, processor=None) -> DatasetResult:
+    def evaluate_dataset(
+        self, name: str, model, processor=None, signature: RunSignature | None = None
+    ) -> DatasetResult:
         """Scores one dataset and returns its result (also written to `output_dir` when set); `model` and `processor`
-        as in `__call__`."""
+        as in `__call__`; `signature`: this run's `run_signature(model)` when the caller has it (it hashes the
+        weights)."""
         encode = _encode_function(model, processor)
+        signature = signature if signature is not None else self.run_signature(model)
         prepared = self.prepare(name)
         embeddings = self._embed(name, prepared.items, encode)
         state = process_state()
         if state.num_processes == 1:
-            return self._score_and_save(name, prepared, embeddings, model)
+            return self._score_and_save(name, prepared, embeddings, signature)
         # Under several processes the main one scores and writes; the others receive its result.
-        result = self._score_and_save(name, prepared, embeddings, model) if state.is_main_process else None
+        result = self._score_and_save(name, prepared, embeddings, signature) if state.is_main_process else None
         return broadcast_object_list([result])[0]
 
-    def _score_and_save(self, name: str, prepared: PreparedDataset, embeddings: np.ndarray, model) -> DatasetResult:
+    def _score_and_save(
+        self, name: str, prepared: PreparedDataset, embeddings: np.ndarray, signature: RunSignature
+    ) -> DatasetResult:
         scores = self._score(embeddings, prepared.queries, prepared.candidates)
         metrics = retrieval_metrics(scores, k_values=self.k_values)
         positive, hardest, negatives = split_positive_negative(scores)
@@ -339,7 +345,7 @@ class MMEBEvaluator:
                 num_single_candidate=num_single_candidate,
             ),
             histogram=f"{name}_similarity.png" if write_histogram else None,
-            run=self.run_signature(model),
+            run=signature,
         )
         if self.output_dir is not None:
             os.makedirs(self.output_dir, exist_ok=True)
@@ -352,11 +358,10 @@ class MMEBEvaluator:
                 )
         return result
 
-    def _load_finished(self, model) -> dict[str, DatasetResult]:
+    def _load_finished(self, signature: RunSignature) -> dict[str, DatasetResult]:
         """Stored results of this run's datasets; raises on any written by another run, before anything is encoded."""
         if self.output_dir is None:
             return {}
-        signature = self.run_signature(model)
         finished = {}
         for name in self.dataset_names:
             path = os.path.join(self.output_dir, f"{name}.json")
@@ -382,10 +387,11 @@ class MMEBEvaluator:
             processor (*optional*): passed to `model.encode(processor=...)`.
         """
         _encode_function(model, processor)  # fails on a wrong `model` before any work
-        finished = self._load_finished(model)
+        signature = self.run_signature(model)  # once: it fingerprints the weights
+        finished = self._load_finished(signature)
         results = EvaluationResults(
             {
-                name: finished[name] if name in finished else self.evaluate_dataset(name, model, processor)
+                name: finished[name] if name in finished else self.evaluate_dataset(name, model, processor, signature)
                 for name in self.dataset_names
             }
         )

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..metrics import ground_truth_ranks
 from .evaluator import _encode_function, _model_id
 
 
@@ -188,9 +189,7 @@ def _summary(ranks: np.ndarray, k_values: Sequence[int]) -> dict:
 def text_to_video_ranks(scores, caption_videos: Sequence[int]) -> np.ndarray:
     """(captions,) rank of each caption's video among all videos: 1 + the videos scoring at least as high (ties
     pessimistic). `scores` is (captions, videos)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    truth = scores[np.arange(len(scores)), np.asarray(caption_videos)]
-    return (scores >= truth[:, None]).sum(axis=1)  # the video itself counts once: rank 1 when nothing ties
+    return ground_truth_ranks(scores, labels=list(caption_videos))
 
 
 def video_to_text_ranks(scores, caption_videos: Sequence[int]) -> np.ndarray:
