@@ -83,9 +83,13 @@ def retrieval_metrics(scores, labels=None, k_values: Sequence[int] = (1, 5, 10))
 
     Recall@k with k at least a query's number of candidates is 1 for that query (its positive is always retrieved).
     """
+    return rank_metrics(ground_truth_ranks(scores, labels), k_values)
+
+
+def rank_metrics(ranks: np.ndarray, k_values: Sequence[int] = (1, 5, 10)) -> dict:
+    """`retrieval_metrics` from the 1-based ranks of the ground truths (`ground_truth_ranks`)."""
     if any(k < 1 for k in k_values):
         raise ValueError(f"k must be >= 1, got {list(k_values)}.")
-    ranks = ground_truth_ranks(scores, labels)
     metrics = {"precision@1": float(np.mean(ranks == 1))}
     metrics.update({f"recall@{k}": float(np.mean(ranks <= k)) for k in k_values})
     metrics["mrr"] = float(np.mean(1.0 / ranks))

@@ -4,6 +4,7 @@ import os
 import sys
 from dataclasses import asdict
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -93,7 +94,9 @@ def test_scores_known_by_construction(data_dir, tmp_path):
         stored = json.load(f)
     assert stored == imagenet.to_dict()
     assert stored["scores"] == pytest.approx(expected)
-    assert list(stored) == ["dataset", "meta_task", "split", "scores", "similarity", "counts", "histogram", "run"]
+    assert list(stored) == [
+        "dataset", "meta_task", "split", "scores", "similarity", "counts", "histogram", "per_query", "run"
+    ]  # fmt: skip
     with open(os.path.join(output_dir, "summary.json")) as f:
         assert json.load(f) == results.to_dict()
     summary = open(os.path.join(output_dir, "summary.md")).read()
@@ -103,6 +106,17 @@ def test_scores_known_by_construction(data_dir, tmp_path):
     assert "left out of the aggregates: Emoji_t2i" in summary
     with Image.open(os.path.join(output_dir, imagenet.histogram)) as png:
         assert png.format == "PNG" and png.size == (640, 400)
+
+    # The per-query outcomes give back every aggregate score, query by query in row order.
+    for result in results.datasets.values():
+        per_query = result.load_per_query(output_dir)
+        ranks, positive, hardest = per_query["rank"], per_query["positive"], per_query["hardest_negative"]
+        assert len(ranks) == result.counts.num_queries
+        assert np.mean(ranks == 1) == result.precision_at_1 and np.mean(1 / ranks) == pytest.approx(result.mrr)
+        assert np.mean(ranks <= 2) == result.recall_at_k[2]
+        assert np.array_equal(ranks == 1, positive > hardest)  # no ties in this data
+        assert np.mean(positive - hardest) == pytest.approx(result.similarity.gap)
+    assert list(imagenet.load_per_query(output_dir)["rank"]) == [1, 1, 1, 3]  # row 3 (from 0), as above
 
 
 # A `<Name>.json` in the layout written before results became dataclasses: resuming reads it as it is.
@@ -130,8 +144,9 @@ def test_dataset_result_round_trips_the_json_layout():
     assert result.similarity.positive_mean == 1.0 and math.isnan(result.similarity.gap)
     assert result.counts.num_queries == 2 and result.counts.max_queries is None
     assert result.histogram == "Single_similarity.png" and result.run.model == "FakeEncoder"
-    assert result.to_dict() == STORED_RESULT
-    assert json.loads(json.dumps(result.to_dict(), allow_nan=False)) == STORED_RESULT  # standard JSON
+    assert result.per_query is None  # written before per-query outcomes were saved
+    assert result.to_dict() == {**STORED_RESULT, "per_query": None}
+    assert json.loads(json.dumps(result.to_dict(), allow_nan=False)) == {**STORED_RESULT, "per_query": None}
     assert DatasetResult.from_dict({**STORED_RESULT, "run": None}).run is None
     # written before single-candidate queries were counted: read as unknown
     counts = {key: value for key, value in STORED_RESULT["counts"].items() if key != "num_single_candidate"}
@@ -162,7 +177,9 @@ def test_dataset_without_negatives_resumes_and_reports(data_dir, tmp_path):
     assert math.isnan(first.datasets["Single"].similarity.hardest_negative_mean)
     with open(os.path.join(output_dir, "Single.json")) as f:
         stored = json.load(f)
-    assert stored == {**STORED_RESULT, "run": {**STORED_RESULT["run"], "image_root": data_dir}}
+    assert stored == {
+        **STORED_RESULT, "per_query": "Single_per_query.npz", "run": {**STORED_RESULT["run"], "image_root": data_dir}
+    }  # fmt: skip
 
     encoder = FakeEncoder()
     second = evaluator(encoder)
@@ -261,8 +278,9 @@ def test_missing_matplotlib_fails_before_encoding(data_dir, tmp_path, monkeypatc
         MMEBEvaluator(data_dir, output_dir=output_dir)
     MMEBEvaluator(data_dir)  # nothing written, no histogram
     MMEBEvaluator(data_dir, output_dir=output_dir, histograms=False, show_progress_bar=False).evaluate(FakeEncoder())
-    assert sorted(os.listdir(output_dir)) == ["Emoji_t2i.json", "ImageNet-1K.json", "MSCOCO_t2i.json"] + [
-        "summary.json", "summary.md"
+    assert sorted(os.listdir(output_dir)) == [
+        "Emoji_t2i.json", "Emoji_t2i_per_query.npz", "ImageNet-1K.json", "ImageNet-1K_per_query.npz",
+        "MSCOCO_t2i.json", "MSCOCO_t2i_per_query.npz", "summary.json", "summary.md",
     ]  # fmt: skip
     monkeypatch.undo()
 
@@ -390,8 +408,8 @@ def test_cli_end_to_end_with_tiny_model(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| ImageNet-1K | Classification | IND |" in printed and "| MSCOCO_t2i | Retrieval | IND |" in printed
     assert sorted(os.listdir(output_dir)) == [
-        "ImageNet-1K.json", "ImageNet-1K_similarity.png", "MSCOCO_t2i.json", "MSCOCO_t2i_similarity.png",
-        "summary.json", "summary.md",
+        "ImageNet-1K.json", "ImageNet-1K_per_query.npz", "ImageNet-1K_similarity.png", "MSCOCO_t2i.json",
+        "MSCOCO_t2i_per_query.npz", "MSCOCO_t2i_similarity.png", "summary.json", "summary.md",
     ]  # fmt: skip
     with open(os.path.join(output_dir, "ImageNet-1K.json")) as f:
         result = json.load(f)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
-from ..metrics import retrieval_metrics, similarity_stats, split_positive_negative
+from ..metrics import ground_truth_ranks, rank_metrics, similarity_stats, split_positive_negative
 from .data import (
     DataSource,
     PreparedDataset,
@@ -119,7 +119,9 @@ class MMEBEvaluator:
             links pointing out) are an error naming the row.
         split (`str`): split of Hub datasets.
         output_dir (`str`, *optional*): where `<Name>.json` (scores, counts, diagnostics, run signature),
-            `<Name>_similarity.png`, `summary.md` and `summary.json` go. Datasets whose JSON is already there are not
+            `<Name>_similarity.png`, `<Name>_per_query.npz` (per query in row order: `rank` of the ground truth,
+            `positive` and `hardest_negative` cosines; see `DatasetResult.load_per_query`), `summary.md` and
+            `summary.json` go. Datasets whose JSON is already there are not
             evaluated again: their stored results are reused if the JSON's run signature (see `run_signature`)
             matches this run's. A JSON of another run (other model, data, split, `max_queries` or `image_root`)
             raises a `ValueError` before anything is encoded, rather than being silently reused or overwritten;
@@ -313,7 +315,8 @@ class MMEBEvaluator:
         self, name: str, prepared: PreparedDataset, embeddings: np.ndarray, signature: RunSignature
     ) -> DatasetResult:
         scores = self._score(embeddings, prepared.queries, prepared.candidates)
-        metrics = retrieval_metrics(scores, k_values=self.k_values)
+        ranks = ground_truth_ranks(scores)
+        metrics = rank_metrics(ranks, k_values=self.k_values)
         positive, hardest, negatives = split_positive_negative(scores)
         meta_task, split = MMEB_DATASETS.get(name, (None, None))
         num_candidates = np.asarray([len(c) for c in prepared.candidates])
@@ -345,12 +348,17 @@ class MMEBEvaluator:
                 num_single_candidate=num_single_candidate,
             ),
             histogram=f"{name}_similarity.png" if write_histogram else None,
+            per_query=f"{name}_per_query.npz" if self.output_dir is not None else None,
             run=signature,
         )
         if self.output_dir is not None:
             os.makedirs(self.output_dir, exist_ok=True)
             # Scores first: they are the costly part, and a failing plot must not lose them.
             result.save(os.path.join(self.output_dir, f"{name}.json"))
+            # Per-query outcomes, in the data's row order, let two models be compared query by query (paired).
+            np.savez(
+                os.path.join(self.output_dir, result.per_query), rank=ranks, positive=positive, hardest_negative=hardest
+            )
             if write_histogram:
                 title = f"{name}: P@1 {100 * result.precision_at_1:.1f}, gap {result.similarity.gap:.3f}"
                 save_similarity_histogram(

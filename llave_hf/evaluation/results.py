@@ -2,7 +2,7 @@
 """Evaluation results as dataclasses, and their JSON layout (`<Name>.json` per dataset, `summary.json`).
 
 The JSON layout is the one written since the first release: `{"dataset", "meta_task", "split", "scores":
-{"precision@1", "recall@<k>"..., "mrr"}, "similarity", "counts", "histogram", "run"}` per dataset, NaN written as
+{"precision@1", "recall@<k>"..., "mrr"}, "similarity", "counts", "histogram", "per_query", "run"}` per dataset, NaN written as
 null. `to_dict` writes it and `from_dict` reads it, so an output folder written before can still be resumed.
 """
 
@@ -11,6 +11,8 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+
+import numpy as np
 
 from .mmeb import Distribution, MetaTask, MMEBAggregate, aggregate_mmeb
 
@@ -121,6 +123,7 @@ class DatasetResult:
         similarity: positive / hardest-negative cosine statistics.
         counts: what the scores cover.
         histogram: file name of the similarity histogram beside the JSON, if one was written.
+        per_query: file name of the per-query outcomes beside the JSON (`load_per_query`), if they were written.
         run: the signature of the run that produced it (see `MMEBEvaluator.run_signature`).
     """
 
@@ -133,6 +136,7 @@ class DatasetResult:
     similarity: SimilarityStats
     counts: DatasetCounts
     histogram: str | None = None
+    per_query: str | None = None
     run: RunSignature | None = None
 
     def to_dict(self) -> dict:
@@ -148,6 +152,7 @@ class DatasetResult:
             "similarity": self.similarity.to_dict(),
             "counts": self.counts.to_dict(),
             "histogram": self.histogram,
+            "per_query": self.per_query,
             "run": None if self.run is None else self.run.to_dict(),
         }
 
@@ -166,11 +171,22 @@ class DatasetResult:
             similarity=SimilarityStats.from_dict(data["similarity"]),
             counts=DatasetCounts.from_dict(data["counts"]),
             histogram=data.get("histogram"),
+            per_query=data.get("per_query"),
             run=None if data.get("run") is None else RunSignature.from_dict(data["run"]),
         )
 
     def save(self, path: str):
         write_json(path, self.to_dict())
+
+    def load_per_query(self, folder: str | os.PathLike) -> dict[str, np.ndarray]:
+        """The per-query outcomes written beside the JSON in `folder`, each an array in the data's row order:
+        `rank` (1-based rank of the ground truth, ties counted against it), `positive` (its cosine) and
+        `hardest_negative` (the highest cosine of a wrong candidate; NaN for a query without one). Two results of the
+        same data can be compared query by query, e.g. for a paired test."""
+        if self.per_query is None:
+            raise FileNotFoundError(f"No per-query outcomes were written for {self.dataset!r} (no output_dir).")
+        with np.load(os.path.join(folder, self.per_query)) as arrays:
+            return {name: arrays[name] for name in arrays.files}
 
     @classmethod
     def load(cls, path: str) -> "DatasetResult":
@@ -226,6 +242,16 @@ class EvaluationResults:
 
     def save(self, path: str):
         write_json(path, self.to_dict())
+
+    def load_per_query(self, folder: str | os.PathLike) -> dict[str, np.ndarray]:
+        """The per-query outcomes written beside the JSON in `folder`, each an array in the data's row order:
+        `rank` (1-based rank of the ground truth, ties counted against it), `positive` (its cosine) and
+        `hardest_negative` (the highest cosine of a wrong candidate; NaN for a query without one). Two results of the
+        same data can be compared query by query, e.g. for a paired test."""
+        if self.per_query is None:
+            raise FileNotFoundError(f"No per-query outcomes were written for {self.dataset!r} (no output_dir).")
+        with np.load(os.path.join(folder, self.per_query)) as arrays:
+            return {name: arrays[name] for name in arrays.files}
 
     @classmethod
     def load(cls, path: str) -> "EvaluationResults":
