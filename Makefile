@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.llave-installed
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-full test bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# the quick grid (under 10 minutes on 2 cores); demo-full trains the whole grid with 3 seeds (about 40 minutes)
 demo: $(STAMP)
 	$(PY) examples/emoji_demo/run_demo.py
+
+demo-full: $(STAMP)
+	$(PY) examples/emoji_demo/run_demo.py --full
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

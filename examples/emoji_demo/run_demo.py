@@ -1,46 +1,50 @@
 # Copyright 2026 The llave-hf authors. Licensed under the Apache License, Version 2.0.
 """
-The llave-hf emoji demo (`make demo`, `python examples/emoji_demo/run_demo.py`): LLaVE's hardness-weighted contrastive
-loss against InfoNCE on real image-text pairs, on a CPU, in minutes.
+The llave-hf emoji demo (`make demo`, `make demo-full`, `python examples/emoji_demo/run_demo.py [--full]`): does
+LLaVE's hardness-weighted loss beat InfoNCE when fine-tuning a model that already works, on random or mined batches?
+Real image-text pairs, a CPU, error bars over seeds.
 
 1. Data: OpenMoji emoji with their CLDR names (`emoji_data.py`); a fifth of them held out for evaluation in whole
    variant families, so that skin-tone and gender variants, flags, clock faces, ... are each other's hard negatives
    among the held-out candidates.
-2. Model: a tiny random LLaVA-OneVision backbone whose tokenizer is trained on the training captions only (the
-   held-out names never shape it), saved once as the common start of every run.
-3. Training: one `train_run.py demo-cpu.yaml` subprocess per loss (`llave-train` with a progress callback; same data,
-   start and seed), all at once with one thread each: tiny models gain little from a second thread, and a busy
-   machine makes multi-threaded ones crawl.
-4. Evaluation: `MMEBEvaluator` on the held-out split (text->image and image->text ranking among 50 candidates).
-5. `REPORT.md` (from `report.md.jinja`: table, histograms), a Hub-ready folder of the best run (`save_for_hub`),
-   reloaded with `AutoModel.from_pretrained(folder, trust_remote_code=True)` to answer a text query and an image
-   query.
+2. Model: a tiny random LLaVA-OneVision backbone whose tokenizer is trained on the training captions only.
+3. Stage 1 (`demo-pretrain.yaml`): InfoNCE from the random start, once: the shared "pretrained" model, as LLaVE
+   starts from a capable multimodal model that already separates easy negatives.
+4. Stage 2 (`demo-finetune.yaml`): fine-tuning from it over a grid (`grid.py`): losses (InfoNCE, α = 9, α = 9
+   mean-normalised, α = 9 with warm-up) × batches (random, or mined by B3 from the stage-1 model) × seeds. Each run is
+   `train_run.py` (`llave-train` with a progress callback) then `llave-eval` on the held-out split, in subprocesses,
+   one per core with one thread each.
+5. `REPORT.md` (from `report.md.jinja`): each cell's mean ± standard deviation over seeds, its paired difference to
+   InfoNCE with a 95% interval, the similarity gap, the share of the gradient on the hardest negatives, a gap histogram
+   per loss.
+6. A Hub-ready folder of the best run (`save_for_hub`), reloaded with `AutoModel.from_pretrained(folder,
+   trust_remote_code=True)` to answer a text query and an image query.
 
-Everything goes to `--output-dir` (default `demo_output/`); rendered images to the llave-hf cache.
+`make demo` trains the quick grid (`grid.QUICK_GRID`, under 10 minutes on 2 cores) and says what it leaves out;
+`make demo-full` the whole one (`grid.FULL_GRID`). Everything goes to `--output-dir` (default `demo_output/`);
+rendered images to the llave-hf cache.
 """
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import jinja2
+import numpy as np
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor, PreTrainedTokenizerFast
 
 from llave_hf.cli.train import parse_args
-from llave_hf.evaluation import EvaluationResults, MMEBEvaluator
+from llave_hf.evaluation import EvaluationResults
 from llave_hf.hub import save_for_hub, training_settings
 from llave_hf.modeling.configuration_llave import LlaveEmbeddingConfig
 from llave_hf.modeling.modeling_llave import LlaveEmbeddingModel
@@ -50,36 +54,19 @@ from llave_hf.testing import tiny_backbone_config, tiny_image_processor, train_b
 
 # The example's own modules, beside this file (a script's folder is on its import path).
 from emoji_data import I2T_INSTRUCTION, IMAGE_TARGET_TEXT, T2I_INSTRUCTION, EmojiDataset, build_emoji_dataset
+from grid import BASELINE, FULL_GRID, LOSSES, QUICK_GRID, Batches, Cell, Grid, PairedDifference, Spread
 from train_run import read_progress
 
 
 # The example's files, found beside this one (not relative to the installed library).
 EXAMPLE_DIR = Path(__file__).resolve().parent
-PRESET = EXAMPLE_DIR / "demo-cpu.yaml"
+PRETRAIN_PRESET = EXAMPLE_DIR / "demo-pretrain.yaml"
+FINETUNE_PRESET = EXAMPLE_DIR / "demo-finetune.yaml"
 TRAIN_RUN = EXAMPLE_DIR / "train_run.py"
 REPORT_TEMPLATE = "report.md.jinja"
-# How often the demo reads each run's progress file.
+# How often the demo reads the runs' progress files and exit codes.
 POLL_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class Run:
-    """One training run of the demo: its loss settings (`llave-train` options of the same names)."""
-
-    name: str
-    loss_alpha: float
-    loss_hardness_normalization: Literal["none", "mean"]
-    description: str
-
-
-RUNS = {
-    run.name: run
-    for run in (
-        Run("infonce", 0.0, "none", "InfoNCE (α = 0)"),
-        Run("hardness", 9.0, "none", "hardness-weighted, α = 9, unnormalised weights (released LLaVE)"),
-        Run("hardness-mean", 9.0, "mean", "hardness-weighted, α = 9, weights normalised to mean 1"),
-    )
-}
+EVAL_DATASETS = ("Emoji_t2i", "Emoji_i2t")
 
 # The demo backbone: `llave_hf.testing`'s tiny LLaVA-OneVision (language model hidden size 64, 2 layers; SigLIP tower
 # hidden size 32, 2 layers). 64-px tiles of 16-px patches see the rendered emoji at full resolution with as few image
@@ -88,7 +75,7 @@ IMAGE_SIZE = 64
 PATCH_SIZE = 16
 MAX_LENGTH = 512
 VOCAB_SIZE = 2000
-# The same pipeline at toy scale, for the tests: 40 emoji, a few steps.
+# The same pipeline at toy scale, for the tests: 40 emoji, a few steps per stage.
 QUICK = dict(num_emoji=40, max_steps=4, batch_size=4)
 
 
@@ -128,120 +115,218 @@ def build_model(tokenizer, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# training
+# jobs: training then evaluation, in subprocesses
 
 
-def train_command(
-    run: Run, init_dir: Path, dataset: EmojiDataset, run_dir: Path, seed: int, overrides: dict
-) -> list[str]:
-    """The `llave-train` arguments of one run: the preset, then the options that override it."""
-    arguments = {
-        "model_name_or_path": init_dir,
-        "train_data": dataset.train_file,
-        "image_root": dataset.image_root,
-        "output_dir": run_dir,
-        "loss_alpha": run.loss_alpha,
-        "loss_hardness_normalization": run.loss_hardness_normalization,
-        "seed": seed,
-        **overrides,
-    }
-    return [str(PRESET)] + [item for key, value in arguments.items() for item in (f"--{key}", str(value))]
+@dataclass
+class Job:
+    """One run: its `train_run.py` arguments (preset first), then `llave-eval` of the trained model; run in
+    subprocesses with `threads` threads, logging to `run_dir/train.log` and `run_dir/eval.log`."""
+
+    name: str
+    run_dir: Path
+    train_arguments: list[str]
+    dataset: EmojiDataset
+    threads: int = 1
+    seconds: float = 0.0
+    _process: subprocess.Popen | None = field(default=None, repr=False)
+    _commands: list[tuple[str, list[str]]] = field(default_factory=list, repr=False)
+    _started: float = field(default=0.0, repr=False)
+    _label: str = field(default="train", repr=False)
+
+    @property
+    def progress_file(self) -> Path:
+        return self.run_dir / "progress.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval"
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        evaluate = [
+            "-m", "llave_hf.cli.evaluate", "--model", str(self.run_dir), "--data", str(self.dataset.eval_dir),
+            "--image-root", str(self.dataset.image_root), "--datasets", *EVAL_DATASETS, "--output",
+            str(self.eval_dir), "--batch-size", "64",
+        ]  # fmt: skip
+        self._commands = [
+            ("train", [str(TRAIN_RUN), str(self.progress_file), *self.train_arguments]),
+            ("eval", evaluate),
+        ]
+        self._started = time.perf_counter()
+        self._next()
+
+    def _next(self) -> None:
+        label, arguments = self._commands.pop(0)
+        # One thread per run: several runs share the cores (a tiny model gains little from more, and a busy machine
+        # stalls a multi-threaded one at every step).
+        threads = str(self.threads)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+        with open(self.run_dir / f"{label}.log", "w", encoding="utf-8") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, *arguments], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        self._label = label
+
+    def poll(self) -> bool:
+        """Whether the job is done; starts its next command when one ends, raises when one fails."""
+        code = self._process.poll()
+        if code is None:
+            return False
+        if code:
+            log = self.run_dir / f"{self._label}.log"
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+            raise RuntimeError(
+                f"{self._label} of {self.name} failed (exit code {code}); end of {log}:\n" + "\n".join(lines[-20:])
+            )
+        if self._commands:
+            self._next()
+            return False
+        self.seconds = time.perf_counter() - self._started
+        return True
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
 
-def _train(command: list[str], run_dir: Path, bar: tqdm) -> float:
-    """Runs `train_run.py` with `command` in a subprocess logging to `run_dir/train.log`, and moves `bar` to the step
-    count the subprocess writes to `run_dir/progress.json` (see `train_run.ProgressFileCallback`).
-
-    Returns the wall-clock seconds the subprocess took."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    progress_file = run_dir / "progress.json"
-    # One thread per run: several runs share the cores instead (and a busy machine does not stall each step).
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    start = time.perf_counter()
-    with open(run_dir / "train.log", "w", encoding="utf-8") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(TRAIN_RUN), str(progress_file), *command],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        finished = False
-        while not finished:
-            try:
-                process.wait(timeout=POLL_SECONDS)
-                finished = True
-            except subprocess.TimeoutExpired:
-                pass
-            bar.update(read_progress(progress_file) - bar.n)
-    wall_seconds = time.perf_counter() - start
-    if process.returncode:
-        lines = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").splitlines()
-        raise RuntimeError(
-            f"Training {run_dir.name} failed (exit code {process.returncode}); end of {run_dir / 'train.log'}:\n"
-            + "\n".join(lines[-20:])
-        )
-    return wall_seconds
+def run_jobs(jobs: list[Job], slots: int, description: str) -> None:
+    """Runs `jobs`, `slots` at a time, with one progress bar of their training steps together."""
+    total = sum(parse_args(job.train_arguments)[2].max_steps for job in jobs)
+    pending, running = list(jobs), []
+    with tqdm(total=total, desc=description, unit="step") as bar:
+        try:
+            while pending or running:
+                while pending and len(running) < slots:
+                    running.append(pending.pop(0))
+                    running[-1].start()
+                time.sleep(POLL_SECONDS)
+                running = [job for job in running if not job.poll()]
+                bar.update(sum(read_progress(job.progress_file) for job in jobs) - bar.n)
+        finally:
+            for job in running:
+                job.kill()
 
 
-def train_runs(
-    runs: list[Run], init_dir: Path, dataset: EmojiDataset, runs_dir: Path, seed: int, overrides: dict, jobs: int
-) -> dict[str, dict]:
-    """Trains every run, `jobs` at a time; returns per run its arguments, wall-clock time and Trainer logs."""
-    commands = {run.name: train_command(run, init_dir, dataset, runs_dir / run.name, seed, overrides) for run in runs}
-    max_steps = parse_args(commands[runs[0].name])[2].max_steps
-    width = max(len(run.name) for run in runs)
-    bars = {
-        run.name: tqdm(total=max_steps, desc=f"Training {run.name:<{width}}", unit="step", position=i, leave=True)
-        for i, run in enumerate(runs)
-    }
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {
-            run.name: pool.submit(_train, commands[run.name], runs_dir / run.name, bars[run.name]) for run in runs
-        }
-        wall = {name: future.result() for name, future in futures.items()}
-    for bar in bars.values():
-        bar.close()
-
-    results = {}
-    for run in runs:
-        state = json.loads((runs_dir / run.name / "trainer_state.json").read_text(encoding="utf-8"))
-        history = state["log_history"]
-        results[run.name] = {
-            "command": commands[run.name],
-            "wall_seconds": wall[run.name],
-            "train_runtime": next(entry["train_runtime"] for entry in history if "train_runtime" in entry),
-            "steps": state["global_step"],
-            "last_log": [entry for entry in history if "loss" in entry][-1],
-        }
-    return results
+def command_line(preset: Path, options: dict) -> list[str]:
+    """`llave-train` arguments: the preset, then `--key value` for each option (which override it)."""
+    return [str(preset)] + [item for key, value in options.items() for item in (f"--{key}", str(value))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# evaluation and report
+# results
 
 
-def evaluate_run(run_dir: Path, dataset: EmojiDataset, batch_size: int = 64) -> EvaluationResults:
-    """`MMEBEvaluator` results of a trained run on the held-out split (JSON, summary.md, PNGs in `run_dir/eval`)."""
-    model = AutoModel.from_pretrained(run_dir).eval()
-    processor = AutoProcessor.from_pretrained(run_dir)
-    evaluator = MMEBEvaluator(
-        str(dataset.eval_dir),
-        datasets=list(dataset.eval_datasets),
-        image_root=str(dataset.image_root),
-        output_dir=str(run_dir / "eval"),
-        batch_size=batch_size,
-    )
-    return evaluator(model, processor=processor)
+@dataclass
+class RunResult:
+    """What the report needs of one trained and evaluated run."""
+
+    evaluation: EvaluationResults
+    log_history: list[dict]
+    seconds: float
+    eval_dir: Path
+
+    @classmethod
+    def load(cls, job: Job) -> "RunResult":
+        state = json.loads((job.run_dir / "trainer_state.json").read_text(encoding="utf-8"))
+        evaluation = EvaluationResults.load(str(job.eval_dir / "summary.json"))
+        return cls(evaluation, state["log_history"], job.seconds, job.eval_dir)
+
+    def precision(self, dataset: str) -> float:
+        return self.evaluation.datasets[dataset].precision_at_1
+
+    @property
+    def mean_precision(self) -> float:
+        """P@1 averaged over both directions."""
+        return sum(self.precision(name) for name in EVAL_DATASETS) / len(EVAL_DATASETS)
+
+    @property
+    def gap(self) -> float:
+        """Mean positive-hardest-negative cosine gap, averaged over both directions."""
+        return sum(self.evaluation.datasets[name].similarity.gap for name in EVAL_DATASETS) / len(EVAL_DATASETS)
+
+    def training_mean(self, key: str) -> float:
+        """A logged training quantity averaged over the run's logs (each log: the mean of its steps)."""
+        values = [entry[key] for entry in self.log_history if key in entry]
+        return sum(values) / len(values)
+
+    def last_log(self, key: str) -> float:
+        return [entry[key] for entry in self.log_history if key in entry][-1]
+
+    def per_query_gaps(self) -> np.ndarray:
+        """Per-query positive-hardest-negative gaps of both directions (queries without a negative left out)."""
+        gaps = []
+        for name in EVAL_DATASETS:
+            per_query = self.evaluation.datasets[name].load_per_query(self.eval_dir)
+            gap = per_query["positive"] - per_query["hardest_negative"]
+            gaps.append(gap[~np.isnan(gap)])
+        return np.concatenate(gaps)
 
 
-def mean_precision(results: EvaluationResults) -> float:
-    """Precision@1 averaged over the datasets (here: both directions)."""
-    return sum(results.precision_at_1.values()) / len(results.datasets)
+@dataclass
+class CellSummary:
+    """A cell's runs over the seeds: spreads, and paired differences to InfoNCE and to random batches."""
+
+    cell: Cell
+    runs: dict[int, RunResult]
+    precision: dict[str, Spread]
+    gap: Spread
+    gradient_share: Spread
+    train_loss: Spread
+    top1: Spread
+    versus_baseline: PairedDifference | None  # mean P@1 minus InfoNCE's on the same batches and seeds
+    versus_random: PairedDifference | None  # mined batches: mean P@1 minus the same loss's on random batches
+    gap_versus_baseline: PairedDifference | None
+
+    @classmethod
+    def of(cls, cell: Cell, results: dict[tuple[str, int], RunResult], seeds) -> "CellSummary":
+        runs = {seed: results[cell.name, seed] for seed in seeds}
+
+        def paired(other: Cell, value) -> PairedDifference | None:
+            if other == cell or (other.name, seeds[0]) not in results:
+                return None
+            return PairedDifference.of([value(runs[s]) for s in seeds], [value(results[other.name, s]) for s in seeds])
+
+        baseline = Cell(BASELINE, cell.batches)
+        mean_precision, gap = (lambda run: run.mean_precision), (lambda run: run.gap)
+        return cls(
+            cell=cell,
+            runs=runs,
+            precision={name: Spread.of(run.precision(name) for run in runs.values()) for name in EVAL_DATASETS},
+            gap=Spread.of(run.gap for run in runs.values()),
+            gradient_share=Spread.of(run.training_mean("hard_negative_gradient_share") for run in runs.values()),
+            train_loss=Spread.of(run.last_log("loss") for run in runs.values()),
+            top1=Spread.of(run.last_log("top1_accuracy") for run in runs.values()),
+            versus_baseline=paired(baseline, mean_precision),
+            versus_random=paired(Cell(cell.loss, Batches.RANDOM), mean_precision),
+            gap_versus_baseline=paired(baseline, gap),
+        )
 
 
-def mean_gap(results: EvaluationResults) -> float:
-    """The positive-hardest-negative cosine gap averaged over the datasets."""
-    return sum(result.similarity.gap for result in results.datasets.values()) / len(results.datasets)
+def save_gap_histogram(path: Path, title: str, series: dict[str, np.ndarray]) -> None:
+    """One PNG of per-query gap distributions (positive minus hardest-negative cosine), one outline per series."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    bins = np.histogram_bin_edges(np.concatenate(list(series.values())), bins=50)
+    figure = Figure(figsize=(6.4, 4.0))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for label, values in series.items():
+        axes.hist(values, bins=bins, density=True, histtype="step", linewidth=1.6, label=f"{label} (mean {values.mean():.3f})")
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_xlabel("positive minus hardest-negative cosine, per held-out query (right of 0: ranked first)")
+    axes.set_ylabel("density")
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# report
 
 
 def answer_queries(folder: Path, dataset: EmojiDataset, seed: int) -> list[dict]:
@@ -293,42 +378,11 @@ def format_answers(answers: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """A run against the baseline: mean P@1 over both directions, its rough error bar, and the mean cosine gap."""
-
-    run: Run
-    baseline: Run
-    precision: float
-    baseline_precision: float
-    error: float  # binomial standard error of the difference of the mean P@1 (fraction)
-    gap: float
-    baseline_gap: float
-
-    @classmethod
-    def of(cls, run: Run, baseline: Run, evaluations: dict[str, EvaluationResults], num_queries: int) -> "Comparison":
-        p, q = (mean_precision(evaluations[r.name]) for r in (run, baseline))
-        # Queries of both directions counted as independent: a rough bar.
-        count = num_queries * len(evaluations[run.name].datasets)
-        error = math.sqrt(p * (1 - p) / count + q * (1 - q) / count)
-        gap, baseline_gap = (mean_gap(evaluations[r.name]) for r in (run, baseline))
-        return cls(run, baseline, p, q, error, gap, baseline_gap)
-
-    @property
-    def outcome(self) -> Literal["better", "worse", "within noise"]:
-        """Whether the run's mean P@1 differs from the baseline's by more than two standard errors, and how."""
-        if self.precision - self.baseline_precision > 2 * self.error:
-            return "better"
-        if self.baseline_precision - self.precision > 2 * self.error:
-            return "worse"
-        return "within noise"
-
-
 def _format_percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def render_report(runs: list[Run], setup: dict, training: dict, evaluations: dict, best: str, answers) -> str:
+def render_report(context: dict) -> str:
     """The text of `REPORT.md`: `report.md.jinja` filled with the demo's measurements."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(EXAMPLE_DIR),
@@ -340,72 +394,67 @@ def render_report(runs: list[Run], setup: dict, training: dict, evaluations: dic
     # `x | fmt(".3f")` is Python's `format(x, ".3f")`; `x | pct` a fraction as a percentage with one decimal.
     environment.filters["fmt"] = format
     environment.filters["pct"] = _format_percent
-    first = next(iter(evaluations.values())).datasets["Emoji_t2i"].counts
-    candidates = first.num_candidates / first.num_queries
-    baseline = next((run for run in runs if run.loss_alpha == 0), None)
-    comparisons = [
-        Comparison.of(run, baseline, evaluations, first.num_queries) for run in runs if baseline and run is not baseline
-    ]
-    rows = [
-        {
-            "run": run,
-            "best": run.name == best,
-            "directions": [evaluations[run.name].datasets[name] for name in ("Emoji_t2i", "Emoji_i2t")],
-            "evaluation": evaluations[run.name],
-            **training[run.name],
-        }
-        for run in runs
-    ]
-    return environment.get_template(REPORT_TEMPLATE).render(
-        setup=setup,
-        rows=rows,
-        best=best,
-        num_queries=first.num_queries,
-        candidates=candidates,
-        comparisons=comparisons,
-        answers=format_answers(answers),
-    )
+    return environment.get_template(REPORT_TEMPLATE).render(**context)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # entry point
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_demo_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python examples/emoji_demo/run_demo.py", description=__doc__.split("\n\n")[0].strip()
     )
     parser.add_argument("--output-dir", default="demo_output", help="where data, runs, report and model go")
-    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="losses to train")
+    parser.add_argument("--full", action="store_true", help="the whole grid (`make demo-full`): every loss, batches "
+                        "and seed of grid.FULL_GRID (default: grid.QUICK_GRID)")  # fmt: skip
+    parser.add_argument("--losses", nargs="+", choices=list(LOSSES), help="stage-2 losses (default: the grid's)")
+    parser.add_argument("--batches", nargs="+", choices=[b.value for b in Batches], help="random and/or mined")
+    parser.add_argument("--seeds", nargs="+", type=int, help="stage-2 seeds (default: the grid's)")
     parser.add_argument("--num-emoji", type=int, default=None, help="emoji to use (default: all, about 2,400)")
-    parser.add_argument("--max-steps", type=int, default=None, help="training steps per run (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: the preset's)")
-    parser.add_argument("--jobs", type=int, default=None, help="runs trained at once (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the data split, the start weights and training")
+    parser.add_argument("--max-steps", type=int, default=None, help="steps of each stage (default: the presets')")
+    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: the presets')")
+    parser.add_argument("--jobs", type=int, default=None, help="runs trained at once (default: one per CPU core)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the data split, the random start and stage 1")
     parser.add_argument("--cache-dir", default=None, help="image cache (default: $LLAVE_HF_CACHE, ~/.cache/llave_hf)")
     parser.add_argument("--quick", action="store_true", help=f"toy scale for tests: {QUICK}")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, getattr(args, key) or value)
+    base = FULL_GRID if args.full else QUICK_GRID
+    args.grid = Grid(
+        tuple(args.losses or base.losses),
+        tuple(Batches(b) for b in args.batches) if args.batches else base.batches,
+        tuple(args.seeds or base.seeds),
+    )
+    if BASELINE.name not in args.grid.losses:
+        parser.error(f"--losses must include {BASELINE.name}: every cell is compared with it.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_demo_args(argv)
     start = time.perf_counter()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the training subprocesses: robust on a shared machine, and enough for tiny models
+    torch.set_num_threads(1)  # the driver's own work (the Hub folder, the queries) is small
     try:
         return _demo(args, start)
     finally:
         torch.set_num_threads(threads)
 
 
-def _demo(args, start: float) -> dict:
+def _demo(args: argparse.Namespace, start: float) -> dict:
     output_dir = Path(args.output_dir)
-    init_dir, runs_dir, hub_dir = output_dir / "init", output_dir / "runs", output_dir / "hub"
+    init_dir, runs_dir, hub_dir, figures_dir = (output_dir / name for name in ("init", "runs", "hub", "figures"))
     # Leftovers of an earlier demo would mix into this one's results (the evaluator reuses results it finds).
-    for folder in (init_dir, runs_dir, hub_dir):
+    for folder in (init_dir, runs_dir, hub_dir, figures_dir):
         shutil.rmtree(folder, ignore_errors=True)
-    runs = [RUNS[name] for name in args.runs]
+    grid, cores = args.grid, os.cpu_count() or 1
+    slots = args.jobs or cores
 
-    print("1/5 Data: OpenMoji emoji, held-out families for evaluation")
+    print("1/6 Data: OpenMoji emoji, held-out families for evaluation")
     dataset = build_emoji_dataset(
         output_dir / "emoji", num_emoji=args.num_emoji, image_size=IMAGE_SIZE, seed=args.seed, cache_dir=args.cache_dir
     )
@@ -414,7 +463,7 @@ def _demo(args, start: float) -> dict:
         f"held out ({dataset.num_candidates} candidates per query); images in {dataset.image_root}"
     )
 
-    print("2/5 Model: tiny random LLaVA-OneVision, tokenizer trained on the training captions")
+    print("2/6 Model: tiny random LLaVA-OneVision, tokenizer trained on the training captions")
     tokenizer = train_tokenizer(training_texts(Dataset.from_parquet(str(dataset.train_file))))
     model, processor = build_model(tokenizer, seed=args.seed)
     model.save_pretrained(init_dir)
@@ -422,38 +471,86 @@ def _demo(args, start: float) -> dict:
     num_parameters = sum(parameter.numel() for parameter in model.parameters())
     print(f"    {num_parameters:,} parameters, {len(tokenizer)} tokens -> {init_dir}")
 
-    overrides = {"max_steps": args.max_steps, "per_device_train_batch_size": args.batch_size}
-    overrides = {key: value for key, value in overrides.items() if value is not None}
+    common = {"train_data": dataset.train_file, "image_root": dataset.image_root}
+    common.update({"max_steps": args.max_steps, "per_device_train_batch_size": args.batch_size})
+    common = {key: value for key, value in common.items() if value is not None}
     if args.quick:
-        overrides["logging_steps"] = 1
-    jobs = args.jobs or len(runs)
-    print(f"3/5 Training {len(runs)} runs, {jobs} at a time, one thread each (logs: {runs_dir}/<run>/train.log)")
-    training = train_runs(runs, init_dir, dataset, runs_dir, args.seed, overrides, jobs)
+        common["logging_steps"] = 1
+    pretrain_dir = runs_dir / "pretrain"
+    pretrain = Job(
+        "pretrain",
+        pretrain_dir,
+        command_line(PRETRAIN_PRESET, {"model_name_or_path": init_dir, "output_dir": pretrain_dir, "seed": args.seed, **common}),
+        dataset,
+        threads=cores,  # alone on the machine
+    )
+    print(f"3/6 Stage 1: InfoNCE from the random start, {cores} threads (log: {pretrain_dir}/train.log)")
+    stage_seconds = {"pretrain": time.perf_counter()}
+    run_jobs([pretrain], 1, "Stage 1")
+    stage_seconds["pretrain"] = time.perf_counter() - stage_seconds["pretrain"]
 
-    print("4/5 Evaluating on the held-out emoji")
-    evaluations = {run.name: evaluate_run(runs_dir / run.name, dataset) for run in runs}
-    best = max(runs, key=lambda run: mean_precision(evaluations[run.name])).name
+    jobs = {
+        (cell.name, seed): Job(
+            f"{cell.name} seed {seed}",
+            runs_dir / cell.name / f"seed{seed}",
+            command_line(
+                FINETUNE_PRESET,
+                {"model_name_or_path": pretrain_dir, "output_dir": runs_dir / cell.name / f"seed{seed}",
+                 "seed": seed, **cell.options(), **common},
+            ),  # fmt: skip
+            dataset,
+        )
+        for seed in grid.seeds
+        for cell in grid.cells
+    }
+    print(
+        f"4/6 Stage 2: {len(grid.cells)} cells x {len(grid.seeds)} seeds = {len(jobs)} runs from the stage-1 model, "
+        f"{slots} at a time, one thread each (logs: {runs_dir}/<cell>/seed<k>/)"
+    )
+    stage_seconds["finetune"] = time.perf_counter()
+    run_jobs(list(jobs.values()), slots, "Stage 2")
+    stage_seconds["finetune"] = time.perf_counter() - stage_seconds["finetune"]
 
-    print(f"5/5 Hub-ready folder of the best run ({best}), reloaded to answer queries")
-    training_args = parse_args(training[best]["command"])[2]
-    best_model = AutoModel.from_pretrained(runs_dir / best)
+    print("5/6 Report: spreads over seeds, paired differences, histograms")
+    results = {key: RunResult.load(job) for key, job in jobs.items()}
+    start_result = RunResult.load(pretrain)
+    summaries = [CellSummary.of(cell, results, list(grid.seeds)) for cell in grid.cells]
+    figures = {}
+    for loss in grid.losses:
+        series = {"stage-1 start": start_result.per_query_gaps()}
+        for batches in grid.batches:
+            name = Cell(LOSSES[loss], batches).name
+            series[f"{batches.value} batches"] = np.concatenate([results[name, s].per_query_gaps() for s in grid.seeds])
+        figures[loss] = f"figures/gap_{loss}.png"
+        save_gap_histogram(output_dir / figures[loss], f"{LOSSES[loss].description}: held-out gaps", series)
+
+    best_key = max(results, key=lambda key: results[key].mean_precision)
+    best_dir = jobs[best_key].run_dir
+    print(f"6/6 Hub-ready folder of the best run ({best_key[0]}, seed {best_key[1]}), reloaded to answer queries")
+    _, finetune_data_args, finetune_args = parse_args(jobs[best_key].train_arguments)
+    pretrain_args = parse_args(pretrain.train_arguments)[2]
     save_for_hub(
-        best_model,
-        AutoProcessor.from_pretrained(runs_dir / best),
+        AutoModel.from_pretrained(best_dir),
+        AutoProcessor.from_pretrained(best_dir),
         hub_dir,
-        model_name=f"llave-tiny-openmoji-{best}",
-        training_args=training_settings(training_args),
-        eval_results=evaluations[best],
+        model_name=f"llave-tiny-openmoji-{best_key[0]}",
+        training_args=training_settings(finetune_args),
+        eval_results=results[best_key].evaluation,
         widget_texts=((T2I_INSTRUCTION + "red heart", "Text query"),),
     )
     answers = answer_queries(hub_dir, dataset, args.seed)
 
+    full_runs = len(FULL_GRID.cells) * len(FULL_GRID.seeds)
     setup = {
+        "command": " ".join(["python examples/emoji_demo/run_demo.py", *args.argv]),
         "total_seconds": time.perf_counter() - start,
-        "cpu_count": os.cpu_count(),
+        "cpu_count": cores,
+        "slots": slots,
         "num_train_emoji": dataset.num_train_emoji,
         "num_train_rows": dataset.num_train_rows,
         "num_eval_emoji": dataset.num_eval_emoji,
+        "num_candidates": dataset.num_candidates,
+        "num_queries": start_result.evaluation.datasets[EVAL_DATASETS[0]].counts.num_queries,
         "num_parameters": num_parameters,
         "text_config": {
             k: getattr(model.config.backbone_config.text_config, k) for k in ("hidden_size", "num_hidden_layers")
@@ -463,22 +560,56 @@ def _demo(args, start: float) -> dict:
             for k in ("hidden_size", "num_hidden_layers", "image_size", "patch_size")
         },
         "vocab_size": len(tokenizer),
-        "max_steps": training_args.max_steps,
-        "batch_size": training_args.per_device_train_batch_size,
-        "epochs": training_args.max_steps * training_args.per_device_train_batch_size / dataset.num_train_rows,
-        "learning_rate": training_args.learning_rate,
-        "temperature": training_args.loss_temperature,
-        "logging_steps": training_args.logging_steps,
+        "stages": {
+            name: {
+                "max_steps": stage.max_steps,
+                "batch_size": stage.per_device_train_batch_size,
+                "epochs": stage.max_steps * stage.per_device_train_batch_size / dataset.num_train_rows,
+                "learning_rate": stage.learning_rate,
+                "seconds": stage_seconds[name],
+            }
+            for name, stage in (("pretrain", pretrain_args), ("finetune", finetune_args))
+        },
+        "temperature": finetune_args.loss_temperature,
+        "skip_ranks": finetune_data_args.batch_mining_skip_ranks,
+        "alpha_warmup_steps": LOSSES["hardness-warmup"].loss_alpha_warmup_steps,
+        "grid": {"losses": list(grid.losses), "batches": [b.value for b in grid.batches], "seeds": list(grid.seeds)},
+        "num_runs": len(jobs),
+        "left_out": grid.left_out(FULL_GRID),
+        "full_runs": full_runs,
         "hub_dir": str(hub_dir),
     }
-    report = render_report(runs, setup, training, evaluations, best, answers)
+    context = {
+        "setup": setup,
+        "start": start_result,
+        "summaries": summaries,
+        "losses": {name: LOSSES[name] for name in grid.losses},
+        "figures": figures,
+        "best": {"cell": best_key[0], "seed": best_key[1], "result": results[best_key]},
+        "answers": format_answers(answers),
+        "datasets": EVAL_DATASETS,
+    }
+    report = render_report(context)
     (output_dir / "REPORT.md").write_text(report, encoding="utf-8")
-    results = {"setup": setup, "training": training, "evaluations": evaluations, "best": best, "answers": answers}
-    saved = {**results, "evaluations": {name: evaluation.to_dict() for name, evaluation in evaluations.items()}}
+    saved = {
+        "setup": setup,
+        "start": {"evaluation": start_result.evaluation.to_dict(), "seconds": start_result.seconds},
+        "runs": {
+            f"{name}/seed{seed}": {
+                "evaluation": result.evaluation.to_dict(),
+                "seconds": result.seconds,
+                "hard_negative_gradient_share": result.training_mean("hard_negative_gradient_share"),
+                "last_log": [entry for entry in result.log_history if "loss" in entry][-1],
+            }
+            for (name, seed), result in results.items()
+        },
+        "best": f"{best_key[0]}/seed{best_key[1]}",
+        "answers": answers,
+    }
     (output_dir / "results.json").write_text(json.dumps(saved, indent=1, ensure_ascii=False), encoding="utf-8")
-    results_section = report[report.index("## Results") : report.index("## Similarity")]
+    results_section = report[report.index("## Results") : report.index("## Histograms")]
     print(f"\n{results_section}{format_answers(answers)}\n\nReport: {output_dir / 'REPORT.md'}")
-    return results
+    return {"setup": setup, "results": results, "summaries": summaries, "best": best_key, "answers": answers}
 
 
 if __name__ == "__main__":
