@@ -17,6 +17,7 @@ from transformers import BatchFeature
 from transformers.utils import logging
 
 from .image_paths import resolve_image_path
+from .mmeb_train import row_negatives
 from .modeling.processing_llave import DEFAULT_MAX_IMAGE_PIXELS, load_image, load_video
 
 
@@ -26,7 +27,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["ContrastiveBatch", "ContrastiveCollator", "content_id", "row_negatives"]
+__all__ = ["ContrastiveBatch", "ContrastiveCollator", "content_id"]
 
 
 @dataclasses.dataclass
@@ -128,16 +129,6 @@ def content_id(text: str | None, image_path: str | None) -> int:
     return int.from_bytes(digest, "big") >> 1  # fits a non-negative int64
 
 
-def row_negatives(row: dict) -> list[tuple[str, str]]:
-    """A row's hard negatives as (text, image path) pairs: MMEB stores one per row, other sources may store lists."""
-    texts, paths = row.get("neg_text") or "", row.get("neg_image_path") or ""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    paths += [""] * (len(texts) - len(paths))
-    texts += [""] * (len(paths) - len(texts))
-    return [(text or "", path or "") for text, path in zip(texts, paths) if text or path]
-
-
 class ContrastiveCollator:
     """
     Turns MMEB-train rows (`llave_hf.mmeb_train.load_mmeb_train`) into a `ContrastiveBatch` (its docstring gives the
@@ -214,7 +205,7 @@ class ContrastiveCollator:
         if len(negatives) < self.num_hard_negatives:
             raise ValueError(
                 f"{name}: {len(negatives)} hard negative(s), num_hard_negatives={self.num_hard_negatives} "
-                "(load with require_negatives=True to drop such rows)."
+                f"(load with require_negatives={self.num_hard_negatives} to drop such rows)."
             )
         pairs = [(row["qry"], row["qry_image_path"], "query"), (row["pos_text"], row["pos_image_path"], "target")]
         pairs += [(text, path, f"negative {k}") for k, (text, path) in enumerate(negatives[: self.num_hard_negatives])]

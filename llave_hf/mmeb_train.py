@@ -36,7 +36,7 @@ REQUIRED_COLUMNS = ("qry", "qry_image_path", "pos_text", "pos_image_path")
 NEGATIVE_COLUMNS = ("neg_text", "neg_image_path")
 _LOCAL_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 
-__all__ = ["MMEB_TRAIN_SUBSETS", "NEGATIVE_COLUMNS", "REQUIRED_COLUMNS", "load_mmeb_train"]
+__all__ = ["MMEB_TRAIN_SUBSETS", "NEGATIVE_COLUMNS", "REQUIRED_COLUMNS", "load_mmeb_train", "row_negatives"]
 
 
 def _local_parts(source: Path, split: str) -> dict[str, list[str]]:
@@ -252,13 +252,23 @@ def _first_rows(dataset: Dataset, subsets: set[str] | None, max_rows: int | None
     return dataset.select(keep)
 
 
+def row_negatives(row: dict) -> list[tuple[str, str]]:
+    """A row's hard negatives as (text, image path) pairs: MMEB stores one per row, other sources may store lists."""
+    texts, paths = row.get("neg_text") or "", row.get("neg_image_path") or ""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    paths += [""] * (len(texts) - len(paths))
+    texts += [""] * (len(paths) - len(texts))
+    return [(text or "", path or "") for text, path in zip(texts, paths) if text or path]
+
+
 def load_mmeb_train(
     source: str | os.PathLike,
     *,
     subsets: list[str] | None = None,
     split: str = "original",
     max_rows_per_subset: int | None = None,
-    require_negatives: bool = False,
+    require_negatives: int = 0,
     cache_dir: str | None = None,
 ) -> Dataset:
     """
@@ -272,7 +282,8 @@ def load_mmeb_train(
             subset found for a local source.
         split: the Hub split (and local shard prefix); LLaVE trains on `original`.
         max_rows_per_subset: keep the first N rows of each subset (LLaVE: 50,000).
-        require_negatives: drop rows without a hard negative (for training with `num_hard_negatives > 0`).
+        require_negatives: drop rows with fewer hard negatives than this (`True` counts as 1): training with
+            `num_hard_negatives=n` needs `n` per row.
         cache_dir: the `datasets` cache.
 
     Returns:
@@ -322,14 +333,16 @@ def load_mmeb_train(
 
     dataset = concatenate_datasets(parts)
     if require_negatives:
-        before = len(dataset)
+        before, needed = len(dataset), int(require_negatives)
         dataset = dataset.filter(
-            lambda text, path: bool(text) or bool(path),
+            lambda text, path: len(row_negatives({"neg_text": text, "neg_image_path": path})) >= needed,
             input_columns=list(NEGATIVE_COLUMNS),
             desc="Rows with negatives",
         )
         if len(dataset) < before:
-            logger.warning(f"Dropped {before - len(dataset):,} of {before:,} rows without a hard negative.")
+            logger.warning(
+                f"Dropped {before - len(dataset):,} of {before:,} rows with fewer than {needed} hard negative(s)."
+            )
     if len(dataset) == 0:
         raise ValueError(f"No training rows in {os.fspath(source)!r} (subsets: {subsets or 'all'}).")
     counts = Counter(dataset["subset"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .collator import row_negatives
+from .mmeb_train import row_negatives
 
 
 __all__ = ["PromptLengthSummary", "RunPlan", "image_size_from_header", "prompt_length_summary"]

@@ -81,6 +81,24 @@ def test_jsonl_without_negatives_and_require_negatives(tmp_path):
         load_mmeb_train(tmp_path / "Toy.jsonl", require_negatives=True)
 
 
+def test_require_negatives_counts_the_negatives_a_row_holds(tmp_path, caplog):
+    """`require_negatives=n` keeps the rows holding at least n hard negatives (lists count each entry), as training
+    with `num_hard_negatives=n` needs; `True` means one."""
+    records = [
+        {**ROW, "qry": "none"},
+        {**ROW, "qry": "one", "neg_text": "n", "neg_image_path": ""},
+        {**ROW, "qry": "two", "neg_text": ["n1", "n2"], "neg_image_path": ["", ""]},
+        {**ROW, "qry": "image and text", "neg_text": ["n1", ""], "neg_image_path": ["", "x.png"]},
+        {**ROW, "qry": "one of two empty", "neg_text": ["n1", ""], "neg_image_path": ["", ""]},
+    ]
+    path = _jsonl(tmp_path / "Toy.jsonl", records)
+    assert load_mmeb_train(path, require_negatives=True)["qry"] == [r["qry"] for r in records[1:]]
+    with caplog.at_level("WARNING"):
+        kept = load_mmeb_train(path, require_negatives=2)["qry"]
+    assert kept == ["two", "image and text"]
+    assert "Dropped 3 of 5 rows with fewer than 2 hard negative(s)" in caplog.text
+
+
 def test_missing_column_names_the_file_and_the_expected_columns(tmp_path):
     Dataset.from_dict({"qry": ["q"], "pos_text": ["p"]}).to_parquet(str(tmp_path / "Broken.parquet"))
     with pytest.raises(ValueError) as error:

@@ -363,7 +363,7 @@ def _load_train_data(data_args: DataArguments):
         subsets=data_args.subsets,
         split=data_args.split,
         max_rows_per_subset=data_args.max_rows_per_subset,
-        require_negatives=data_args.num_hard_negatives > 0,
+        require_negatives=data_args.num_hard_negatives,
     )
 
 
