@@ -243,16 +243,6 @@ class EvaluationResults:
     def save(self, path: str):
         write_json(path, self.to_dict())
 
-    def load_per_query(self, folder: str | os.PathLike) -> dict[str, np.ndarray]:
-        """The per-query outcomes written beside the JSON in `folder`, each an array in the data's row order:
-        `rank` (1-based rank of the ground truth, ties counted against it), `positive` (its cosine) and
-        `hardest_negative` (the highest cosine of a wrong candidate; NaN for a query without one). Two results of the
-        same data can be compared query by query, e.g. for a paired test."""
-        if self.per_query is None:
-            raise FileNotFoundError(f"No per-query outcomes were written for {self.dataset!r} (no output_dir).")
-        with np.load(os.path.join(folder, self.per_query)) as arrays:
-            return {name: arrays[name] for name in arrays.files}
-
     @classmethod
     def load(cls, path: str) -> "EvaluationResults":
         with open(path, encoding="utf-8") as f:
