@@ -20,8 +20,11 @@ those holding the row's graph neighbours), and what is left forms a last, partia
 within each other's skipped ranks: a row that would swaps places with a row of another batch (where even that is
 impossible, in data with few rows per batch, a warning counts them). The full batches come in shuffled order, then
 the partial ones; a batch is laid out in rank order, as accelerate deals consecutive per-device batches to the
-processes round-robin. Every process mines the same embeddings with the same seeds (faiss's search and METIS are
-deterministic for them), so every process trains on its slice of the same mined batches.
+processes round-robin. Under `torch.distributed`, rank 0 mines (the kNN search and METIS) and broadcasts the
+neighbours and parts, and every process packs the same batches from them (seeded alike), so every process trains on
+its slice of the same mined batches; one faiss index is built for the whole run, not one per process. Every
+process must then build the sampler, as the Trainer's do. Mining alone, faiss's search and METIS are deterministic
+for a seed.
 """
 
 import itertools
@@ -154,6 +157,29 @@ def _swap_in(
     return False
 
 
+def _mine_groups(
+    embeddings: np.ndarray, groups: list[np.ndarray], size: int, seed: int, skip_ranks: int, num_neighbors: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per group of rows: its neighbours (`mine_neighbors`) and METIS part labels, the costly part of mining. Under
+    `torch.distributed`, rank 0 computes them and broadcasts them: each process mining for itself would hold the
+    index's copies of the embeddings once per process (~13 GB each at 662K rows of 1536 dimensions) and make its
+    faiss threads compete with the others' for the node's cores."""
+
+    def mine() -> list[tuple[np.ndarray, np.ndarray]]:
+        results = []
+        for group in groups:
+            neighbors = mine_neighbors(embeddings[group], skip_ranks + num_neighbors, seed)
+            labels = partition_neighbors(neighbors[:, skip_ranks:], max(1, len(group) // size), seed)
+            results.append((neighbors, labels))
+        return results
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return mine()
+    shared = [mine() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
 class BatchMiningSampler(Sampler[int]):
     """
     Orders training rows into mined batches: groups of mutually similar rows from a teacher's embeddings, without
@@ -195,14 +221,12 @@ class BatchMiningSampler(Sampler[int]):
         self.near = np.full((rows, num_neighbors), -1, dtype=np.int64)  # the graph's edges: ranks after the skipped
         self.parts: list[list[np.ndarray]] = []  # per modality, the rows of each part
         size = batch_size * world_size
-        for group in (np.flatnonzero(image), np.flatnonzero(~image)):
-            if len(group) == 0:
-                continue
-            neighbors = mine_neighbors(embeddings[group], skip_ranks + num_neighbors, seed)
+        groups = [group for group in (np.flatnonzero(image), np.flatnonzero(~image)) if len(group)]
+        mined = _mine_groups(embeddings, groups, size, seed, skip_ranks, num_neighbors)
+        for group, (neighbors, labels) in zip(groups, mined):
             for local, near in enumerate(neighbors[:, :skip_ranks].tolist()):
                 self.skipped[group[local]] = [int(group[other]) for other in near if other >= 0]
             self.near[group] = np.where(neighbors[:, skip_ranks:] >= 0, group[neighbors[:, skip_ranks:]], -1)
-            labels = partition_neighbors(neighbors[:, skip_ranks:], max(1, len(group) // size), seed)
             order = np.argsort(labels, kind="stable")
             bounds = np.flatnonzero(np.diff(labels[order])) + 1
             self.parts.append([group[part] for part in np.split(order, bounds)])

@@ -1,13 +1,21 @@
 """`BatchMiningSampler` (B3 batch mining) on tiny random vectors, and one GradCache training step on its batches."""
 
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from torchrun import torchrun
 from trainer_fixtures import SGD_COMPARISON, TinyCollator, rows, tiny_training_args
 
 from llave_hf.batch_mining import BatchMiningSampler, mine_neighbors, partition_neighbors
 from llave_hf.testing import tiny_model_and_processor
 from llave_hf.trainer import ContrastiveTrainer
+
+
+WORKERS = Path(__file__).resolve().parent / "distributed_workers"
 
 
 def clustered_vectors(num_rows: int, dim: int = 16, num_centres: int = 12, seed: int = 0) -> np.ndarray:
@@ -122,6 +130,21 @@ def test_two_processes_draw_the_same_mined_batches():
     for step, (first, second) in enumerate(zip(*per_rank)):  # 51 image rows: 6 batches + 3 dropped; 152 text: 19
         assert first + second == mined[step]
     assert not set(sum(per_rank[0], [])) & set(sum(per_rank[1], []))
+
+
+def test_under_torch_distributed_rank_0_mines_and_every_process_gets_the_same_batches(tmp_path):
+    """2 gloo processes: only rank 0 searches neighbours (one faiss index per run, not per process), and both pack
+    exactly the batches a single process mines from the same rows."""
+    sys.path.insert(0, str(WORKERS))
+    from mining_worker import mining_inputs
+
+    torchrun(WORKERS / "mining_worker.py", tmp_path)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert [rank["mine_calls"] for rank in ranks] == [2, 0]  # two modality groups, searched on rank 0 only
+    vectors, image = mining_inputs()
+    alone = BatchMiningSampler(vectors, 4, 2, seed=3, image_queries=image)
+    alone.set_epoch(1)
+    assert ranks[0]["batches"] == ranks[1]["batches"] == [[int(row) for row in batch] for batch in alone.batches()]
 
 
 def test_grad_cache_step_on_mined_batches(tmp_path):

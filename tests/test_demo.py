@@ -51,7 +51,8 @@ def test_no_library_module_imports_the_example():
 
 def test_presets_live_beside_the_example_and_parse():
     """Stage 1 is InfoNCE from the random start; stage 2 fine-tunes at a lower learning rate, mining from its start."""
-    assert PRETRAIN_PRESET == EXAMPLE_DIR / "demo-pretrain.yaml" and FINETUNE_PRESET == EXAMPLE_DIR / "demo-finetune.yaml"
+    assert PRETRAIN_PRESET == EXAMPLE_DIR / "demo-pretrain.yaml"
+    assert FINETUNE_PRESET == EXAMPLE_DIR / "demo-finetune.yaml"
     _, data_args, pretrain = parse_args([str(PRETRAIN_PRESET)])
     assert pretrain.loss_alpha == 0 and pretrain.loss_hardness_normalization == "none"
     assert pretrain.max_steps == 750 and pretrain.per_device_train_batch_size == 64 and pretrain.learning_rate == 1e-3
@@ -129,7 +130,7 @@ def test_a_failing_run_stops_the_demo_with_the_end_of_its_log(tmp_path):
     options = {"model_name_or_path": missing, "train_data": tmp_path / "train.parquet", "output_dir": tmp_path / "out"}
     failing = Job("broken", tmp_path / "broken", command_line(PRETRAIN_PRESET, options), dataset)
     sleeping = Sleeping("sleeping", tmp_path / "sleeping", command_line(PRETRAIN_PRESET, options), dataset)
-    with pytest.raises(RuntimeError, match=rf"(?s)train of broken failed \(exit code \d+\); end of .*no_such_model"):
+    with pytest.raises(RuntimeError, match=r"(?s)train of broken failed \(exit code \d+\); end of .*no_such_model"):
         run_jobs([sleeping, failing], slots=2, description="test")
     assert sleeping._process.poll() is not None  # killed, not left behind
 
@@ -147,7 +148,8 @@ def test_quick_demo(tmp_path, capsys):
     output_dir = tmp_path / "demo"
     seeds = [0, 1]
     results = main(
-        ["--quick", "--seeds", *map(str, seeds), "--output-dir", str(output_dir), "--cache-dir", str(tmp_path / "cache")]
+        ["--quick", "--seeds", *map(str, seeds), "--output-dir", str(output_dir)]
+        + ["--cache-dir", str(tmp_path / "cache")]
     )
 
     cells = [cell.name for cell in QUICK_GRID.cells]
@@ -157,9 +159,10 @@ def test_quick_demo(tmp_path, capsys):
     for run_dir in [pretrain_dir, *run_dirs.values()]:
         # Each run's progress file ends at the Trainer's last step: the bars were driven by the runs' own state.
         assert read_progress(run_dir / "progress.json") == 4
-        assert (run_dir / "eval" / "summary.json").is_file() and (run_dir / "eval" / "Emoji_t2i_per_query.npz").is_file()
-    # The runs' own logs: step 1's forward (before any update) sees the same batch for every loss of one seed and kind of
-    # batches, so the same positive cosine; mined batches are other batches.
+        assert (run_dir / "eval" / "summary.json").is_file()
+        assert (run_dir / "eval" / "Emoji_t2i_per_query.npz").is_file()
+    # The runs' own logs: step 1's forward (before any update) sees the same batch for every loss of one seed and kind
+    # of batches, so the same positive cosine; mined batches are other batches.
     def first_log(cell, seed):
         state = json.loads((run_dirs[cell, seed] / "trainer_state.json").read_text(encoding="utf-8"))
         arguments = torch.load(run_dirs[cell, seed] / "training_args.bin", weights_only=False)
@@ -170,7 +173,8 @@ def test_quick_demo(tmp_path, capsys):
         for batches in ("random", "mined"):
             infonce, hardness = first_log(f"infonce-{batches}", seed), first_log(f"hardness-{batches}", seed)
             assert infonce["positive_cosine"] == hardness["positive_cosine"] and infonce["loss"] != hardness["loss"]
-        assert first_log("infonce-random", seed)["positive_cosine"] != first_log("infonce-mined", seed)["positive_cosine"]
+        random, mined = first_log("infonce-random", seed), first_log("infonce-mined", seed)
+        assert random["positive_cosine"] != mined["positive_cosine"]
 
     def stored(cell, seed):
         return json.loads((run_dirs[cell, seed] / "eval" / "summary.json").read_text(encoding="utf-8"))["datasets"]

@@ -11,9 +11,9 @@ Real image-text pairs, a CPU, error bars over seeds.
 3. Stage 1 (`demo-pretrain.yaml`): InfoNCE from the random start, once: the shared "pretrained" model, as LLaVE
    starts from a capable multimodal model that already separates easy negatives.
 4. Stage 2 (`demo-finetune.yaml`): fine-tuning from it over a grid (`grid.py`): losses (InfoNCE, α = 9, α = 9
-   mean-normalised, α = 9 with warm-up) × batches (random, or mined by B3 from the stage-1 model) × seeds. Each run is
-   `train_run.py` (`llave-train` with a progress callback) then `llave-eval` on the held-out split, in subprocesses,
-   one per core with one thread each.
+   mean-normalised, α = 9 with warm-up) × batches (random, or mined by B3 from the stage-1 model) × seeds. Each run
+   is `train_run.py` (`llave-train` with a progress callback) then `llave-eval` on the held-out split, in
+   subprocesses, one per core with one thread each.
 5. `REPORT.md` (from `report.md.jinja`): each cell's mean ± standard deviation over seeds, its paired difference to
    InfoNCE with a 95% interval, the similarity gap, the share of the gradient on the hardest negatives, a gap histogram
    per loss.
@@ -314,7 +314,8 @@ def save_gap_histogram(path: Path, title: str, series: dict[str, np.ndarray]) ->
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     for label, values in series.items():
-        axes.hist(values, bins=bins, density=True, histtype="step", linewidth=1.6, label=f"{label} (mean {values.mean():.3f})")
+        label = f"{label} (mean {values.mean():.3f})"
+        axes.hist(values, bins=bins, density=True, histtype="step", linewidth=1.6, label=label)
     axes.axvline(0.0, color="black", linewidth=0.8)
     axes.set_xlabel("positive minus hardest-negative cosine, per held-out query (right of 0: ranked first)")
     axes.set_ylabel("density")
@@ -480,7 +481,10 @@ def _demo(args: argparse.Namespace, start: float) -> dict:
     pretrain = Job(
         "pretrain",
         pretrain_dir,
-        command_line(PRETRAIN_PRESET, {"model_name_or_path": init_dir, "output_dir": pretrain_dir, "seed": args.seed, **common}),
+        command_line(
+            PRETRAIN_PRESET,
+            {"model_name_or_path": init_dir, "output_dir": pretrain_dir, "seed": args.seed, **common},
+        ),
         dataset,
         threads=cores,  # alone on the machine
     )

@@ -2,8 +2,9 @@
 """Evaluation results as dataclasses, and their JSON layout (`<Name>.json` per dataset, `summary.json`).
 
 The JSON layout is the one written since the first release: `{"dataset", "meta_task", "split", "scores":
-{"precision@1", "recall@<k>"..., "mrr"}, "similarity", "counts", "histogram", "per_query", "run"}` per dataset, NaN written as
-null. `to_dict` writes it and `from_dict` reads it, so an output folder written before can still be resumed.
+{"precision@1", "recall@<k>"..., "mrr"}, "similarity", "counts", "histogram", "per_query", "run"}` per dataset, NaN
+written as null (`per_query` since per-query outcomes are saved; absent in older files). `to_dict` writes it and
+`from_dict` reads it, so an output folder written before can still be resumed.
 """
 
 import json
