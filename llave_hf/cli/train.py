@@ -504,6 +504,8 @@ def main(
             trainer.model = trainer.model_wrapped = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
         trainer.save_model()
         trainer.save_state()
+        # Every process leaves together: a rank tearing gloo down while another still writes can abort at exit.
+        trainer.accelerator.wait_for_everyone()
         return trainer
     finally:
         # 2-process gloo runs sometimes crash at exit when the process group is left to the interpreter's shutdown
