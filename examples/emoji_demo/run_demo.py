@@ -53,7 +53,9 @@ from llave_hf.processors import build_processor
 from llave_hf.testing import tiny_backbone_config, tiny_image_processor, train_bpe_tokenizer
 
 # The example's own modules, beside this file (a script's folder is on its import path).
-from emoji_data import I2T_INSTRUCTION, IMAGE_TARGET_TEXT, T2I_INSTRUCTION, EmojiDataset, build_emoji_dataset
+from emoji_data import (
+    EVAL_DATASETS, I2T_INSTRUCTION, IMAGE_TARGET_TEXT, T2I_INSTRUCTION, EmojiDataset, build_emoji_dataset
+)  # fmt: skip
 from grid import BASELINE, FULL_GRID, LOSSES, QUICK_GRID, Batches, Cell, Grid, PairedDifference, Spread
 from train_run import read_progress
 
@@ -66,7 +68,6 @@ TRAIN_RUN = EXAMPLE_DIR / "train_run.py"
 REPORT_TEMPLATE = "report.md.jinja"
 # How often the demo reads the runs' progress files and exit codes.
 POLL_SECONDS = 0.5
-EVAL_DATASETS = ("Emoji_t2i", "Emoji_i2t")
 
 # The demo backbone: `llave_hf.testing`'s tiny LLaVA-OneVision (language model hidden size 64, 2 layers; SigLIP tower
 # hidden size 32, 2 layers). 64-px tiles of 16-px patches see the rendered emoji at full resolution with as few image
