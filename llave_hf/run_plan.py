@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .image_paths import ImagePathError, resolve_image_path
 from .mmeb_train import row_negatives
 
 
@@ -41,7 +42,8 @@ class PromptLengthSummary:
         truncated_rows: rows with an item over `max_length` whose text can be cut to fit (a warning when trained).
         too_long_rows: rows whose template and image tokens alone leave no room within `max_length` (an error
             when trained, a skipped row with `skip_bad_samples`).
-        unreadable_rows: rows with an image file that is missing or has no readable header.
+        unreadable_rows: rows with an image file that is missing, has no readable header, or lies outside the image
+            root (the collator refuses those rows too).
     """
 
     rows: int
@@ -71,7 +73,12 @@ class PromptLengthSummary:
 
 
 def prompt_length_summary(
-    processor, rows, image_root: str | os.PathLike | None = None, num_hard_negatives: int = 0, chunk_rows: int = 1024
+    processor,
+    rows,
+    image_root: str | os.PathLike | None = None,
+    num_hard_negatives: int = 0,
+    chunk_rows: int = 1024,
+    allow_absolute_image_paths: bool = False,
 ) -> PromptLengthSummary:
     """
     Prompt lengths of MMEB-train `rows` (a `datasets.Dataset` or a list of row dicts), their images' sizes read from
@@ -83,10 +90,13 @@ def prompt_length_summary(
         image_root: the folder the image paths are relative to.
         num_hard_negatives: hard negatives per row that training uses.
         chunk_rows: rows whose prompts are tokenized in one call.
+        allow_absolute_image_paths: trust the data's image paths, as the collator's option of that name; otherwise a
+            path leading out of `image_root` makes its row unreadable and its file is never opened.
     """
     summary = PromptLengthSummary(rows=len(rows), max_length=processor.max_length)
     for start in range(0, len(rows), chunk_rows):
-        _add_rows(summary, processor, _row_dicts(rows, start, start + chunk_rows), image_root, num_hard_negatives)
+        chunk = _row_dicts(rows, start, start + chunk_rows)
+        _add_rows(summary, processor, chunk, start, image_root, num_hard_negatives, allow_absolute_image_paths)
     return summary
 
 
@@ -97,12 +107,28 @@ def _row_dicts(rows, start: int, stop: int) -> list[dict]:
     return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
-def _add_rows(summary: PromptLengthSummary, processor, rows: list[dict], image_root, num_hard_negatives: int):
+def _add_rows(
+    summary: PromptLengthSummary,
+    processor,
+    rows: list[dict],
+    first_row: int,
+    image_root,
+    num_hard_negatives: int,
+    allow_absolute_image_paths: bool,
+):
     texts, sizes, row_of_item = [], [], []
     for index, row in enumerate(rows):
         items = [(row["qry"], row["qry_image_path"]), (row["pos_text"], row["pos_image_path"])]
         items += row_negatives(row)[:num_hard_negatives]
-        paths = [os.path.join(image_root, path) if image_root and path else path for _, path in items]
+        name = f"row {first_row + index}"
+        try:
+            paths = [
+                resolve_image_path(path, image_root, name, allow_absolute_image_paths) if path else path
+                for _, path in items
+            ]
+        except ImagePathError:
+            summary.unreadable_rows += 1
+            continue
         row_sizes = [image_size_from_header(path) if path else None for path in paths]
         if any(path and size is None for path, size in zip(paths, row_sizes)):
             summary.unreadable_rows += 1
@@ -176,6 +202,7 @@ class RunPlan:
     def build(
         cls, model, processor, dataset, training_args, *, num_processes: int, image_root=None,
         num_hard_negatives: int = 0, sample_rows: int = 1000, zero_stage: int = 0,
+        allow_absolute_image_paths: bool = False,
     ) -> "RunPlan":  # fmt: skip
         """The plan for `model` (on any device, meta included), `dataset` (MMEB-train rows) and `training_args`."""
         args = training_args
@@ -186,7 +213,10 @@ class RunPlan:
         gathered = args.loss_gather_across_devices and num_processes > 1
         candidates = (per_step if gathered else args.per_device_train_batch_size) * (1 + num_hard_negatives)
         indices = sorted(random.Random(args.seed).sample(range(len(dataset)), min(sample_rows, len(dataset))))
-        sample = prompt_length_summary(processor, dataset.select(indices), image_root, num_hard_negatives)
+        sample = prompt_length_summary(
+            processor, dataset.select(indices), image_root, num_hard_negatives,
+            allow_absolute_image_paths=allow_absolute_image_paths,
+        )  # fmt: skip
         trainable, frozen, largest = _parameter_counts(model)
         return cls(
             rows_per_subset=dict(Counter(dataset["subset"])),

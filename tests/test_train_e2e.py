@@ -528,3 +528,26 @@ def test_rows_over_max_length_are_counted_from_image_headers_like_the_collator_s
     found = {"unreadable": summary.unreadable_rows, "too_long": summary.too_long_rows}
     assert {**found, "truncated": summary.truncated_rows} == dict(expected)
     assert summary.rows == 16 and len(summary.lengths) == 2 * (16 - 2)
+
+
+def test_the_data_summary_never_opens_images_outside_the_image_root(tmp_path, monkeypatch):
+    """A path the collator refuses (leading out of the image root, or absolute) makes its row unreadable in the summary
+    too, and its file is never opened; with allow_absolute_image_paths both are read, as the collator would."""
+    root = tmp_path / "root"
+    (root / "images").mkdir(parents=True)
+    draw("red", "square").save(root / "images" / "inside.png")
+    draw("blue", "circle").save(tmp_path / "outside.png")
+    row = {"qry": "<|image_1|> a query", "pos_text": "a target", "pos_image_path": ""}
+    rows = [
+        {**row, "qry_image_path": "images/inside.png"},
+        {**row, "qry_image_path": "../outside.png"},
+        {**row, "qry_image_path": str(tmp_path / "outside.png")},
+    ]
+    opened = []
+    image_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda path, *args: opened.append(os.path.basename(path)) or image_open(path))
+    processor = tiny_processor("llava_onevision")
+    summary = prompt_length_summary(processor, rows, root)
+    assert (summary.unreadable_rows, len(summary.lengths), opened) == (2, 2, ["inside.png"])
+    trusted = prompt_length_summary(processor, rows, root, allow_absolute_image_paths=True)
+    assert (trusted.unreadable_rows, len(trusted.lengths)) == (0, 6)

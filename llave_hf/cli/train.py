@@ -316,7 +316,13 @@ def _load_model_and_processor(model_args: ModelArguments, training_args, empty_w
 
 def _log_prompt_lengths(processor, train_dataset, data_args: DataArguments) -> None:
     """The data summary's prompt lengths under the chosen tiling, from image headers (no pixels decoded)."""
-    summary = prompt_length_summary(processor, train_dataset, data_args.image_root, data_args.num_hard_negatives)
+    summary = prompt_length_summary(
+        processor,
+        train_dataset,
+        data_args.image_root,
+        data_args.num_hard_negatives,
+        allow_absolute_image_paths=data_args.allow_absolute_image_paths,
+    )
     logger.info(f"Prompt lengths: {summary.describe()}.")
     if summary.too_long_rows:
         logger.warning(
@@ -426,6 +432,7 @@ def dry_run(model_args: ModelArguments, data_args: DataArguments, training_args)
         image_root=data_args.image_root,
         num_hard_negatives=data_args.num_hard_negatives,
         sample_rows=data_args.dry_run_sample_rows,
+        allow_absolute_image_paths=data_args.allow_absolute_image_paths,
         zero_stage=zero_stage,
     )
     print(plan.describe())
