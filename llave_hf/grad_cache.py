@@ -33,16 +33,16 @@ def slice_rows(inputs: dict, start: int, end: int, backbone_config) -> dict:
     """
     family = backbone_family(backbone_config)
     sliced = {key: inputs[key][start:end] for key in ("input_ids", "attention_mask", *family.token_inputs) if key in inputs}
-    if inputs.get("pixel_values") is not None:
-        has_image = rows_with_images(inputs["input_ids"], getattr(backbone_config, family.image_token_attr))
-        first, last = int(has_image[:start].sum()), int(has_image[:end].sum())
+    for pixels, token_attr, cut in (
+        ("pixel_values", family.image_token_attr, family.slice_images),
+        ("pixel_values_videos", family.video_token_attr, family.slice_videos),
+    ):
+        if inputs.get(pixels) is None:
+            continue
+        has_visual = rows_with_images(inputs["input_ids"], getattr(backbone_config, token_attr))
+        first, last = int(has_visual[:start].sum()), int(has_visual[:end].sum())
         if first < last:
-            sliced.update(family.slice_images(inputs, first, last))
-    if inputs.get("pixel_values_videos") is not None:
-        has_video = rows_with_images(inputs["input_ids"], getattr(backbone_config, family.video_token_attr))
-        first, last = int(has_video[:start].sum()), int(has_video[:end].sum())
-        if first < last:
-            sliced.update(family.slice_videos(inputs, first, last))
+            sliced.update(cut(inputs, first, last))
     return sliced
 
 

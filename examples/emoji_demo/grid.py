@@ -87,16 +87,12 @@ class Grid:
 
     def left_out(self, full: "Grid") -> list[str]:
         """What `full` trains and this grid does not, in words."""
-        missing = [
-            f"{label} {', '.join(str(v.value if isinstance(v, Enum) else v) for v in values)}"
-            for label, values in (
-                ("losses", [loss for loss in full.losses if loss not in self.losses]),
-                ("batches", [b for b in full.batches if b not in self.batches]),
-                ("seeds", [seed for seed in full.seeds if seed not in self.seeds]),
-            )
-            if values
-        ]
-        return missing
+        missing = {
+            "losses": [loss for loss in full.losses if loss not in self.losses],
+            "batches": [batches.value for batches in full.batches if batches not in self.batches],
+            "seeds": [str(seed) for seed in full.seeds if seed not in self.seeds],
+        }
+        return [f"{label} {', '.join(values)}" for label, values in missing.items() if values]
 
 
 # `make demo-full`: every loss of the issue's question on random and mined batches, three seeds each (24 runs).

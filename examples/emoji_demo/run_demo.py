@@ -192,8 +192,10 @@ class Job:
             self._process.wait()
 
 
-def run_jobs(jobs: list[Job], slots: int, description: str) -> None:
-    """Runs `jobs`, `slots` at a time, with one progress bar of their training steps together."""
+def run_jobs(jobs: list[Job], slots: int, description: str) -> float:
+    """Runs `jobs`, `slots` at a time, with one progress bar of their training steps together; returns the
+    wall-clock seconds they took."""
+    start = time.perf_counter()
     total = sum(parse_args(job.train_arguments)[2].max_steps for job in jobs)
     pending, running = list(jobs), []
     with tqdm(total=total, desc=description, unit="step") as bar:
@@ -208,6 +210,7 @@ def run_jobs(jobs: list[Job], slots: int, description: str) -> None:
         finally:
             for job in running:
                 job.kill()
+    return time.perf_counter() - start
 
 
 def command_line(preset: Path, options: dict) -> list[str]:
@@ -490,9 +493,7 @@ def _demo(args: argparse.Namespace, start: float) -> dict:
         threads=cores,  # alone on the machine
     )
     print(f"3/6 Stage 1: InfoNCE from the random start, {cores} threads (log: {pretrain_dir}/train.log)")
-    stage_seconds = {"pretrain": time.perf_counter()}
-    run_jobs([pretrain], 1, "Stage 1")
-    stage_seconds["pretrain"] = time.perf_counter() - stage_seconds["pretrain"]
+    stage_seconds = {"pretrain": run_jobs([pretrain], 1, "Stage 1")}
 
     jobs = {
         (cell.name, seed): Job(
@@ -512,9 +513,7 @@ def _demo(args: argparse.Namespace, start: float) -> dict:
         f"4/6 Stage 2: {len(grid.cells)} cells x {len(grid.seeds)} seeds = {len(jobs)} runs from the stage-1 model, "
         f"{slots} at a time, one thread each (logs: {runs_dir}/<cell>/seed<k>/)"
     )
-    stage_seconds["finetune"] = time.perf_counter()
-    run_jobs(list(jobs.values()), slots, "Stage 2")
-    stage_seconds["finetune"] = time.perf_counter() - stage_seconds["finetune"]
+    stage_seconds["finetune"] = run_jobs(list(jobs.values()), slots, "Stage 2")
 
     print("5/6 Report: spreads over seeds, paired differences, histograms")
     results = {key: RunResult.load(job) for key, job in jobs.items()}
